@@ -1,0 +1,116 @@
+"""The MI head: bottleneck features and input image in, MI loss and estimate out."""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple, Sequence
+
+import torch
+from torch import nn
+
+from nnunetv2_imnet.mi.config import MIConfig
+from nnunetv2_imnet.mi.critics import BilinearCritic, ConcatCritic
+from nnunetv2_imnet.mi.estimators import ESTIMATORS
+from nnunetv2_imnet.mi.negatives import NegativeSampler
+from nnunetv2_imnet.mi.views import InterpolateView, PatchView, PointwiseEmbedding
+
+
+class MIOutput(NamedTuple):
+    """``loss`` is 0 where the raw loss was not finite (see ``finite``); the rest are detached diagnostics."""
+
+    loss: torch.Tensor
+    estimate: torch.Tensor
+    finite: torch.Tensor
+    max_abs_score: torch.Tensor
+
+
+class _ScaleAndSanitizeGrad(torch.autograd.Function):
+    """Identity forward; backward multiplies by ``weight`` and zeroes non-finite entries.
+
+    Sits where the bottleneck enters the MI head: it is the only path from the MI loss into the segmentation
+    network, so the network receives ``weight`` times the MI gradient and never a NaN or Inf from it.
+    """
+
+    @staticmethod
+    def forward(ctx, features: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(weight)
+        return features.view_as(features)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (weight,) = ctx.saved_tensors
+        return torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0) * weight.to(grad.dtype), None
+
+
+def _zero_nonfinite(grad: torch.Tensor) -> torch.Tensor:
+    return torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0)
+
+
+class MIHead(nn.Module):
+    """Estimates the MI between bottleneck features ``(B, Cf, *S)`` and the input image ``(B, Ci, *spatial)``.
+
+    The computation runs in fp32 with autocast off: critic scores and their exponentials overflow fp16 long
+    before they stop being informative.
+    """
+
+    def __init__(self, view: nn.Module, critic: nn.Module, estimator: str, sampler: NegativeSampler,
+                 temperature: float = 1.0) -> None:
+        super().__init__()
+        if estimator not in ESTIMATORS:
+            raise ValueError(f"Unknown estimator {estimator!r}; use one of {list(ESTIMATORS)}.")
+        self.view = view
+        self.critic = critic
+        self.estimator_name = estimator
+        self.estimator = ESTIMATORS[estimator]
+        self.sampler = sampler
+        self.temperature = temperature
+        # lambda for the gradient into the network; a buffer so that changing it needs no recompilation
+        self.register_buffer("gradient_weight", torch.ones(()), persistent=False)
+        for parameter in self.parameters():
+            parameter.register_hook(_zero_nonfinite)
+
+    def set_gradient_weight(self, weight: float) -> None:
+        self.gradient_weight.fill_(weight)
+
+    def forward(self, features: torch.Tensor, image: torch.Tensor) -> MIOutput:
+        if features.ndim not in (4, 5) or image.ndim != features.ndim or image.shape[0] != features.shape[0]:
+            raise ValueError(f"MIHead expects features (B, C, *S) and image (B, C_in, *spatial) with the same batch "
+                             f"size and 2 or 3 spatial axes; got {tuple(features.shape)} and {tuple(image.shape)}.")
+        with torch.autocast(device_type=features.device.type, enabled=False):
+            features = _ScaleAndSanitizeGrad.apply(features.float(), self.gradient_weight)
+            grid = features.shape[2:]
+            views = self.view(image.float(), grid)
+            batch_size, num_locations = features.shape[0], math.prod(grid)
+            anchors = features.flatten(2).transpose(1, 2)  # (B, N, Cf)
+            views = views.flatten(2).transpose(1, 2)  # (B, N, Cv)
+            candidates = self.sampler(batch_size, num_locations, features.device)
+            scores = self.critic(anchors, views, candidates) / self.temperature
+            loss, estimate = self.estimator(scores)
+        finite = torch.isfinite(loss)
+        return MIOutput(torch.where(finite, loss, torch.zeros_like(loss)), estimate, finite,
+                        scores.detach().abs().amax())
+
+
+def build_mi_head(config: MIConfig, feature_channels: int, image_channels: int,
+                  stride: Sequence[int]) -> MIHead:
+    """Build the head that ``config`` describes for a bottleneck of ``feature_channels`` at ``stride``."""
+    config.validate()
+    if config.view == "interpolate":
+        view: nn.Module = InterpolateView(image_channels, config.interpolation)
+    else:
+        view = PatchView(image_channels, stride)
+    if config.embedding_channels:
+        view = PointwiseEmbedding(view, config.embedding_channels)
+    if config.critic == "bilinear":
+        critic: nn.Module = BilinearCritic(feature_channels, view.out_channels)
+    else:
+        critic = ConcatCritic(feature_channels, view.out_channels, config.critic_hidden_channels)
+    sampler = NegativeSampler(config.batch_negatives, config.location_negatives)
+    return MIHead(view, critic, config.estimator, sampler, config.temperature)
+
+
+def warmup_weight(config: MIConfig, iteration: int, total_iterations: int) -> float:
+    """lambda at ``iteration``: linear from 0 to ``config.weight`` over the first ``warmup_fraction``."""
+    warmup_iterations = config.warmup_fraction * total_iterations
+    if warmup_iterations <= 0:
+        return config.weight
+    return config.weight * min(1.0, iteration / warmup_iterations)

@@ -1,0 +1,52 @@
+"""Training budgets shared by baseline and IMNet, so both sides of a comparison train equally long.
+
+Each budget is a trainer suffix: ``nnUNetTrainer_cpu`` and ``nnUNetTrainerIMNet_cpu`` differ only in the MI
+term. The baseline classes derive from ``nnUNetTrainerMeasured`` so their costs are logged the same way.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, Optional, Type
+
+import torch
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+
+@dataclass(frozen=True)
+class TrainingBudget:
+    """``None`` keeps nnU-Net's default (1000 epochs of 250 iterations, 50 validation iterations)."""
+
+    name: str
+    description: str
+    num_epochs: Optional[int] = None
+    iterations_per_epoch: Optional[int] = None
+    val_iterations_per_epoch: Optional[int] = None
+
+
+BUDGETS: Dict[str, TrainingBudget] = {
+    "smoke": TrainingBudget("smoke", "a few iterations: checks the pipeline in minutes on 2 CPU cores", 2, 3, 2),
+    "cpu": TrainingBudget("cpu", "real but short: about half an hour per fold on 2 CPU cores (Hippocampus "
+                                 "3d_fullres)", 40, 25, 5),
+    "full": TrainingBudget("full", "nnU-Net's default schedule, for GPUs"),
+}
+
+
+def with_budget(base: Type[nnUNetTrainer], budget: TrainingBudget, name: str, module: str) -> Type[nnUNetTrainer]:
+    """A subclass ``name`` of ``base`` that trains for ``budget``.
+
+    The ``__init__`` keeps nnU-Net's exact signature: nnU-Net records its arguments by introspection to rebuild
+    the trainer from a checkpoint.
+    """
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        base.__init__(self, plans, configuration, fold, dataset_json, device)
+        if budget.num_epochs is not None:
+            self.num_epochs = budget.num_epochs
+        if budget.iterations_per_epoch is not None:
+            self.num_iterations_per_epoch = budget.iterations_per_epoch
+        if budget.val_iterations_per_epoch is not None:
+            self.num_val_iterations_per_epoch = budget.val_iterations_per_epoch
+
+    doc = f"{base.__name__} on the '{budget.name}' budget: {budget.description}."
+    return type(name, (base,), {"__init__": __init__, "__doc__": doc, "__module__": module})

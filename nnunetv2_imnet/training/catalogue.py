@@ -1,0 +1,44 @@
+"""Every trainer this package offers, by the name nnU-Net's ``-tr`` takes.
+
+``trainers/`` re-exports this module, which is how nnU-Net's external-trainer search finds the classes.
+"""
+from __future__ import annotations
+
+from typing import Dict, Type
+
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+from nnunetv2_imnet.training import variants
+from nnunetv2_imnet.training.budgets import BUDGETS, with_budget
+from nnunetv2_imnet.training.imnet_trainer import nnUNetTrainerIMNet
+from nnunetv2_imnet.training.measured import nnUNetTrainerMeasured
+
+BASELINE = "nnUNetTrainer"
+
+#: trainers without a budget suffix (IMNet variants train on nnU-Net's default schedule)
+BASE_TRAINERS: Dict[str, Type[nnUNetTrainer]] = {
+    "nnUNetTrainerMeasured": nnUNetTrainerMeasured,
+    "nnUNetTrainerIMNet": nnUNetTrainerIMNet,
+    **{name: cls for name, cls in vars(variants).items()
+       if isinstance(cls, type) and issubclass(cls, nnUNetTrainerIMNet) and cls is not nnUNetTrainerIMNet},
+}
+
+
+def budget_trainer_name(trainer: str, budget: str) -> str:
+    """``nnUNetTrainer`` + ``cpu`` -> ``nnUNetTrainer_cpu``; the baseline's budget classes are measured."""
+    return f"{trainer}_{budget}"
+
+
+def _budget_trainers() -> Dict[str, Type[nnUNetTrainer]]:
+    bases = {BASELINE: nnUNetTrainerMeasured,
+             **{k: v for k, v in BASE_TRAINERS.items() if k != "nnUNetTrainerMeasured"}}
+    return {budget_trainer_name(name, budget.name): with_budget(base, budget, budget_trainer_name(name, budget.name),
+                                                                __name__)
+            for name, base in bases.items() for budget in BUDGETS.values()}
+
+
+BUDGET_TRAINERS = _budget_trainers()
+ALL_TRAINERS: Dict[str, Type[nnUNetTrainer]] = {**BASE_TRAINERS, **BUDGET_TRAINERS}
+globals().update(BUDGET_TRAINERS)
+globals().update(BASE_TRAINERS)
+__all__ = sorted(ALL_TRAINERS)
