@@ -1,3 +1,232 @@
-"""Command line: filled in with the benchmark."""
-def main() -> None:
-    raise SystemExit("not yet")
+"""``nnunetv2-imnet``: the demo, the benchmark and small helpers around nnU-Net."""
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Optional, Sequence, Tuple
+
+from nnunetv2_imnet._exttrainer import trainers_folder
+
+
+def _condition(text: str) -> Tuple[str, float]:
+    from nnunetv2_imnet.benchmark.noise import parse_condition
+    try:
+        return parse_condition(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _default_device() -> str:
+    import torch
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _add_benchmark_arguments(parser: argparse.ArgumentParser) -> None:
+    from nnunetv2_imnet.training.budgets import BUDGETS
+    parser.add_argument("-d", "--datasets", type=int, nargs="+", required=True, help="dataset ids in --raw")
+    parser.add_argument("--raw", default=os.environ.get("nnUNet_raw"),
+                        help="nnU-Net raw folder holding the datasets (default: $nnUNet_raw); only read")
+    parser.add_argument("--work", default="imnet_benchmark",
+                        help="folder for preprocessed data, trained models, evaluations and results")
+    parser.add_argument("-c", "--configurations", nargs="+", default=["3d_fullres"])
+    parser.add_argument("--trainers", nargs="+", default=["nnUNetTrainer", "nnUNetTrainerIMNet"],
+                        help="trainers without budget suffix; nnUNetTrainer is the baseline and must be included")
+    parser.add_argument("--plans", nargs="+", default=["nnUNetPlans"],
+                        help="plans identifiers, e.g. nnUNetPlans nnUNetResEncUNetMPlans (ResEnc presets as further "
+                             "baselines); the first is the baseline's")
+    parser.add_argument("--folds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--budget", choices=list(BUDGETS), default="full",
+                        help="; ".join(f"{b.name}: {b.description}" for b in BUDGETS.values()))
+    parser.add_argument("--device", choices=["cuda", "cpu", "mps"], default=None, help="default: cuda if available")
+    parser.add_argument("--train-noise", type=_condition, nargs="*", default=[], metavar="KIND:SNR",
+                        help="also train on noisy copies of each dataset, e.g. rician:10 (IM-Net's premise)")
+    parser.add_argument("--noise-folds", type=int, nargs="+", default=[0], help="folds trained on the noisy copies")
+    parser.add_argument("--eval-noise", type=_condition, nargs="*", metavar="KIND:SNR",
+                        default=[(k, s) for k in ("gaussian", "rician") for s in (20.0, 10.0, 5.0)],
+                        help="test-time corruptions of the validation cases for the robustness curves")
+    parser.add_argument("--nsd-tolerance", type=float, default=1.0, help="NSD tolerance in mm (default 1)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the noise")
+
+
+def _spec_from_args(args: argparse.Namespace):
+    from nnunetv2_imnet.benchmark.spec import BenchmarkSpec
+    if not args.raw:
+        raise SystemExit("error: no raw data folder: pass --raw or set nnUNet_raw.")
+    return BenchmarkSpec(raw=str(Path(args.raw).resolve()), work=str(Path(args.work).resolve()),
+                         datasets=args.datasets, configurations=args.configurations, trainers=args.trainers,
+                         plans=args.plans, folds=args.folds, budget=args.budget,
+                         device=args.device or _default_device(), train_noise=list(args.train_noise),
+                         noise_folds=args.noise_folds, eval_noise=list(args.eval_noise),
+                         nsd_tolerance_mm=args.nsd_tolerance, seed=args.seed).validate()
+
+
+def run_benchmark(spec, command: str, dry_run: bool = False, report_only: bool = False,
+                  prepare_only: bool = False) -> Optional[Path]:
+    """Run (or continue) everything ``spec`` describes, then write the report. Returns results.md's path."""
+    from nnunetv2_imnet.benchmark.runner import BenchmarkRunner
+    runner = BenchmarkRunner(spec, dry_run=dry_run)
+    if not dry_run:
+        spec.save()
+    if dry_run:
+        runner.run()
+        return None
+    if prepare_only:
+        runner.prepare(spec.jobs(runner.prepare_raw()))
+        return None
+    if not report_only:
+        runner.run()
+    return write_results(runner, command)
+
+
+def write_results(runner, command: str) -> Path:
+    from nnunetv2_imnet.benchmark.collect import collect, read_timings
+    from nnunetv2_imnet.benchmark.report import write_report
+    spec = runner.spec
+    jobs = spec.jobs(runner.prepare_raw())
+    started = time.monotonic()
+    collected = collect(spec, jobs)
+    path = write_report(spec, collected, spec.results_dir(), command, read_timings(spec), _versions())
+    print(f"report written in {time.monotonic() - started:.0f} s: {path}")
+    return path
+
+
+def _versions() -> dict:
+    from importlib.metadata import version
+    return {name: version(name) for name in ("nnunetv2-imnet", "nnunetv2", "torch", "monai")}
+
+
+def cmd_benchmark(args: argparse.Namespace) -> None:
+    spec = _spec_from_args(args)
+    command = "nnunetv2-imnet " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    if args.slurm:
+        from nnunetv2_imnet.benchmark.slurm import write_slurm_scripts
+        spec.save()
+        submit = write_slurm_scripts(spec, Path(args.slurm), args.slurm_options)
+        print(f"SLURM scripts written; submit with: bash {submit}")
+        return
+    run_benchmark(spec, command, dry_run=args.dry_run, report_only=args.report_only, prepare_only=args.prepare_only)
+
+
+def cmd_job(args: argparse.Namespace) -> None:
+    """One SLURM array task: the job at ``--index`` of the saved spec."""
+    from nnunetv2_imnet.benchmark.runner import BenchmarkRunner
+    from nnunetv2_imnet.benchmark.spec import BenchmarkSpec
+    runner = BenchmarkRunner(BenchmarkSpec.load(Path(args.spec)))
+    jobs = runner.spec.jobs(runner.prepare_raw())
+    if not 0 <= args.index < len(jobs):
+        raise SystemExit(f"error: --index {args.index} is out of range: the spec has {len(jobs)} jobs (0-{len(jobs) - 1}).")
+    runner.run_job(jobs[args.index])
+
+
+def cmd_prepare(args: argparse.Namespace) -> None:
+    """Link, derive and preprocess every dataset of a saved spec (before a SLURM array starts)."""
+    from nnunetv2_imnet.benchmark.runner import BenchmarkRunner
+    from nnunetv2_imnet.benchmark.spec import BenchmarkSpec
+    runner = BenchmarkRunner(BenchmarkSpec.load(Path(args.spec)))
+    runner.prepare(runner.spec.jobs(runner.prepare_raw()))
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from nnunetv2_imnet.benchmark.runner import BenchmarkRunner
+    from nnunetv2_imnet.benchmark.spec import BenchmarkSpec
+    write_results(BenchmarkRunner(BenchmarkSpec.load(Path(args.spec))), f"nnunetv2-imnet report --spec {args.spec}")
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from nnunetv2_imnet.benchmark.spec import BenchmarkSpec
+    from nnunetv2_imnet.benchmark.synthetic import make_synthetic_dataset
+    started = time.monotonic()
+    work = Path(args.work or tempfile.mkdtemp(prefix="imnet_demo_")).resolve()
+    raw = work / "synthetic_raw"
+    dataset = make_synthetic_dataset(raw)
+    print(f"synthetic noisy 3D dataset: {dataset}")
+    spec = BenchmarkSpec(raw=str(raw), work=str(work / "benchmark"), datasets=[int(dataset.name[7:10])],
+                         configurations=["3d_fullres"], folds=[0], budget="smoke", device=_default_device(),
+                         eval_noise=[("rician", 10.0), ("rician", 5.0), ("gaussian", 5.0)]).validate()
+    path = run_benchmark(spec, "nnunetv2-imnet demo" + (f" --work {args.work}" if args.work else ""))
+    text = path.read_text()
+    leaderboard = text[text.index("## Leaderboard"):text.index("## Paired differences")]
+    print("\n" + leaderboard.strip() + "\n")
+    print("The smoke budget trains for a few iterations: these numbers show the pipeline works, not which "
+          "method is better. Use --budget cpu or full on real data for that.")
+    print(f"full report: {path}\nplots: {', '.join(str(p) for p in sorted(path.parent.glob('*.png')))}")
+    print(f"demo finished in {time.monotonic() - started:.0f} s")
+
+
+def cmd_make_noisy(args: argparse.Namespace) -> None:
+    from nnunetv2_imnet.benchmark.noise import derive_noisy_dataset
+    from nnunetv2_imnet.benchmark.runner import find_dataset_folder
+    if not args.raw:
+        raise SystemExit("error: no raw data folder: pass --raw or set nnUNet_raw.")
+    kind, snr = args.noise
+    source = find_dataset_folder(Path(args.raw), args.dataset)
+    folder = derive_noisy_dataset(source, Path(args.output), args.id, kind, snr, args.seed)
+    print(folder)
+
+
+def cmd_trainers(args: argparse.Namespace) -> None:
+    from nnunetv2_imnet.training.catalogue import ALL_TRAINERS
+    for name, cls in sorted(ALL_TRAINERS.items()):
+        print(f"{name:40s} {(cls.__doc__ or '').strip().splitlines()[0] if cls.__doc__ else ''}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nnunetv2-imnet", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="smoke benchmark of baseline vs IMNet on generated data (no data needed)")
+    demo.add_argument("--work", default=None, help="keep everything here (default: a new temporary folder)")
+    demo.set_defaults(func=cmd_demo)
+
+    bench = sub.add_parser("benchmark", help="plan, train, validate, evaluate and report, resumably")
+    _add_benchmark_arguments(bench)
+    bench.add_argument("--dry-run", action="store_true", help="print every command instead of running it")
+    bench.add_argument("--report-only", action="store_true", help="only collect what the runs wrote")
+    bench.add_argument("--prepare-only", action="store_true", help="only link, derive and preprocess datasets")
+    bench.add_argument("--slurm", default=None, metavar="DIR", help="write a SLURM job array there instead of running")
+    bench.add_argument("--slurm-options", nargs="*", default=[], metavar="OPTION",
+                       help="extra #SBATCH options for the training tasks, e.g. --gpus=1 --time=48:00:00")
+    bench.set_defaults(func=cmd_benchmark)
+
+    job = sub.add_parser("benchmark-job", help="run job INDEX of a saved spec (a SLURM array task)")
+    job.add_argument("--spec", required=True)
+    job.add_argument("--index", type=int, required=True)
+    job.set_defaults(func=cmd_job)
+
+    prepare = sub.add_parser("prepare", help="link, derive and preprocess the datasets of a saved spec")
+    prepare.add_argument("--spec", required=True)
+    prepare.set_defaults(func=cmd_prepare)
+
+    report = sub.add_parser("report", help="collect results of a saved spec into results.md/csv and plots")
+    report.add_argument("--spec", required=True)
+    report.set_defaults(func=cmd_report)
+
+    noisy = sub.add_parser("make-noisy", help="derive a noisy copy of a raw dataset (new id, same labels)")
+    noisy.add_argument("-d", "--dataset", type=int, required=True)
+    noisy.add_argument("--raw", default=os.environ.get("nnUNet_raw"))
+    noisy.add_argument("--noise", type=_condition, required=True, metavar="KIND:SNR")
+    noisy.add_argument("--id", type=int, required=True, help="dataset id of the copy")
+    noisy.add_argument("-o", "--output", required=True, help="raw folder to write the copy into")
+    noisy.add_argument("--seed", type=int, default=0)
+    noisy.set_defaults(func=cmd_make_noisy)
+
+    path = sub.add_parser("trainers-path", help="print the folder to put in nnUNet_extTrainer")
+    path.set_defaults(func=lambda args: print(trainers_folder()))
+
+    listing = sub.add_parser("trainers", help="list the trainers this package adds")
+    listing.set_defaults(func=cmd_trainers)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    args = build_parser().parse_args(argv)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()

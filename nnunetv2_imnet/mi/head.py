@@ -65,8 +65,18 @@ class MIHead(nn.Module):
         self.temperature = temperature
         # lambda for the gradient into the network; a buffer so that changing it needs no recompilation
         self.register_buffer("gradient_weight", torch.ones(()), persistent=False)
+        self._guard_parameter_gradients()
+
+    def _guard_parameter_gradients(self) -> None:
+        """Zero NaN/Inf gradient entries of the head's own parameters before they are accumulated (and
+        all-reduced under DDP): a step whose MI term is not finite must leave the critic as it was."""
         for parameter in self.parameters():
             parameter.register_hook(_zero_nonfinite)
+
+    def __setstate__(self, state: dict) -> None:
+        # copies (copy.deepcopy, pickling) get new parameter tensors, which carry no hooks
+        super().__setstate__(state)
+        self._guard_parameter_gradients()
 
     def set_gradient_weight(self, weight: float) -> None:
         self.gradient_weight.fill_(weight)

@@ -1,0 +1,1 @@
+"""Leaderboard-style benchmark of nnU-Net trainers: runs, metrics and statistics."""

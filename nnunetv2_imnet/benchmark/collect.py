@@ -1,0 +1,120 @@
+"""Gathers what the runs wrote into tables: per-case metrics, training cost and convergence curves."""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import pandas as pd
+import torch
+from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+from nnunetv2_imnet.benchmark.metrics import case_id, case_nsd, dice_per_case
+from nnunetv2_imnet.benchmark.runner import training_done
+from nnunetv2_imnet.benchmark.spec import BenchmarkSpec, Job
+
+Label = Union[int, Tuple[int, ...]]
+CASE_COLUMNS = ["dataset", "configuration", "plans", "trainer", "method", "fold", "evaluation", "case", "class",
+                "label", "dice", "nsd"]
+CURVE_KEYS = ("mean_fg_dice", "ema_fg_dice", "mi_estimate", "train_seconds_per_iteration", "peak_memory_mb")
+
+
+@dataclass
+class Collected:
+    cases: pd.DataFrame  # CASE_COLUMNS: one row per job x evaluation x case x class
+    training: pd.DataFrame  # one row per job x epoch with CURVE_KEYS
+    missing: List[str]  # jobs that have not finished
+
+
+def collect(spec: BenchmarkSpec, jobs: Sequence[Job]) -> Collected:
+    case_rows: List[dict] = []
+    curve_rows: List[dict] = []
+    missing: List[str] = []
+    for job in jobs:
+        fold_dir = spec.fold_dir(job)
+        if not training_done(fold_dir):
+            missing.append(job.label)
+            continue
+        labels = _labels(fold_dir.parent)
+        file_ending = json.loads((fold_dir.parent / "dataset.json").read_text())["file_ending"]
+        identity = {"dataset": job.task.dataset, "configuration": job.task.configuration, "plans": job.method.plans,
+                    "trainer": job.method.trainer, "method": job.method.label, "fold": job.fold}
+        summaries = [("validation", fold_dir / "validation" / "summary.json")]
+        summaries += [(name, spec.evaluation_dir(job, name) / "predictions" / "summary.json")
+                      for name in ["test"] + [name for name, _ in spec.eval_conditions()]]
+        for evaluation, summary in summaries:
+            if summary.is_file():
+                case_rows += _case_rows(identity, evaluation, summary, labels, file_ending, spec.nsd_tolerance_mm)
+        curve_rows += [{**identity, **row} for row in training_curves(fold_dir / "checkpoint_final.pth")]
+    return Collected(pd.DataFrame(case_rows, columns=CASE_COLUMNS), pd.DataFrame(curve_rows), missing)
+
+
+def _labels(trainer_dir: Path) -> Dict[str, Tuple[Label, str]]:
+    """summary.json key -> (label or region, class name), from the dataset.json and plans nnU-Net saved."""
+    dataset_json = json.loads((trainer_dir / "dataset.json").read_text())
+    plans = json.loads((trainer_dir / "plans.json").read_text())
+    manager = PlansManager(plans).get_label_manager(dataset_json)
+    labels = manager.foreground_regions if manager.has_regions else manager.foreground_labels
+    names = {str(_as_key(value)): name for name, value in dataset_json["labels"].items()}
+    return {str(_as_key(label)): (_as_key(label), names.get(str(_as_key(label)), str(label))) for label in labels}
+
+
+def _as_key(value) -> Label:
+    """nnU-Net keys summary.json by ``str()`` of an int label or a tuple region."""
+    return tuple(int(v) for v in value) if isinstance(value, (list, tuple)) else int(value)
+
+
+def _case_rows(identity: dict, evaluation: str, summary: Path, labels: Dict[str, Tuple[Label, str]],
+               file_ending: str, tolerance_mm: float) -> List[dict]:
+    """Dice from nnU-Net's summary.json; NSD computed here for the same files (cached next to them)."""
+    nsd = _cached_nsd(summary, labels, file_ending, tolerance_mm)
+    return [{**identity, "evaluation": evaluation, "case": r["case"], "class": labels[r["label"]][1],
+             "label": r["label"], "dice": r["dice"], "nsd": nsd.get(r["case"], {}).get(r["label"], math.nan)}
+            for r in dice_per_case(summary, file_ending) if r["label"] in labels]
+
+
+def _cached_nsd(summary: Path, labels: Dict[str, Tuple[Label, str]], file_ending: str,
+                tolerance_mm: float) -> Dict[str, Dict[str, float]]:
+    cache_file = summary.parent / f"nsd_{tolerance_mm:g}mm.json"
+    entries = json.loads(summary.read_text())["metric_per_case"]
+    cases = {case_id(e["prediction_file"], file_ending): e for e in entries}
+    if cache_file.is_file():
+        cached = json.loads(cache_file.read_text())
+        if set(cached) == set(cases):
+            return cached
+    label_values = [label for label, _ in labels.values()]
+    values = {case: {str(k): float(v) for k, v in
+                     case_nsd(e["prediction_file"], e["reference_file"], label_values, tolerance_mm).items()}
+              for case, e in cases.items()}
+    cache_file.write_text(json.dumps(values))
+    return values
+
+
+def training_curves(checkpoint: Path) -> List[dict]:
+    """Per-epoch pseudo Dice, MI estimate and cost from the logging that nnU-Net keeps in the checkpoint."""
+    logging = torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True)["logging"]
+    epochs = len(logging["mean_fg_dice"])
+    return [{"epoch": e, **{k: float(logging[k][e]) if k in logging and e < len(logging[k]) else math.nan
+                            for k in CURVE_KEYS}} for e in range(epochs)]
+
+
+def cost_per_job(training: pd.DataFrame) -> pd.DataFrame:
+    """Median train seconds per iteration (first epoch excluded: start-up) and peak memory, per job."""
+    if training.empty:
+        return pd.DataFrame()
+    keys = ["dataset", "configuration", "plans", "trainer", "method", "fold"]
+
+    def summarise(group: pd.DataFrame) -> pd.Series:
+        steady = group[group["epoch"] > 0] if len(group) > 1 else group
+        return pd.Series({"seconds_per_iteration": float(np.nanmedian(steady["train_seconds_per_iteration"])),
+                          "peak_memory_mb": float(np.nanmax(group["peak_memory_mb"]))})
+
+    return training.groupby(keys).apply(summarise, include_groups=False).reset_index()
+
+
+def read_timings(spec: BenchmarkSpec) -> Optional[Dict[str, float]]:
+    path = spec.work_path / "timings.json"
+    return json.loads(path.read_text()) if path.is_file() else None

@@ -1,0 +1,132 @@
+"""Per-case metrics for the leaderboard: normalized surface Dice (NSD) via MONAI, and Dice from nnU-Net's summary.json.
+
+NSD complements Dice: it scores how much of the boundary lies within a clinically tolerable distance, which Dice
+(dominated by large interiors) barely sees.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+from monai.metrics import compute_surface_dice
+from nnunetv2.imageio.reader_writer_registry import LIST_OF_IO_CLASSES
+
+#: a label value, or a region (union of label values) as in nnU-Net's region-based training
+Label = Union[int, Tuple[int, ...]]
+#: one tolerance for every label, or one per label
+Tolerance = Union[float, Mapping[Label, float]]
+#: file endings nnU-Net can read, longest first so that a compound ending such as ".nii.gz" is stripped whole
+_KNOWN_FILE_ENDINGS = sorted({e for io in LIST_OF_IO_CLASSES for e in io.supported_file_endings},
+                             key=lambda ending: (-len(ending), ending))
+
+
+def normalized_surface_dice(prediction: np.ndarray, reference: np.ndarray, labels: Sequence[Label],
+                            spacing: Sequence[float], tolerance_mm: Tolerance) -> Dict[Label, float]:
+    """NSD per label (2D or 3D): the fraction of both boundaries within ``tolerance_mm`` of the other boundary.
+
+    Boundaries are MONAI's edge voxels (foreground voxels with a face-neighbour outside the mask or on the image
+    border); distances are Euclidean in mm using ``spacing`` (numpy axis order), and a boundary voxel counts when
+    its distance is <= the tolerance. Both masks empty gives NaN (as nnU-Net's Dice, so nanmean skips it);
+    exactly one empty gives 0.0. These cases are decided here, not left to MONAI.
+    """
+    _check_inputs(prediction, reference, spacing)
+    tolerances = {label: _tolerance_for(label, tolerance_mm) for label in labels}
+    results: Dict[Label, float] = {}
+    both_present = []
+    for label in labels:
+        in_prediction = _label_mask(prediction, label).any()
+        in_reference = _label_mask(reference, label).any()
+        if in_prediction and in_reference:
+            both_present.append(label)
+        else:
+            results[label] = 0.0 if in_prediction or in_reference else np.nan
+    results.update(_monai_nsd(prediction, reference, both_present, spacing, tolerances))
+    return {label: results[label] for label in labels}
+
+
+def _check_inputs(prediction: np.ndarray, reference: np.ndarray, spacing: Sequence[float]) -> None:
+    if prediction.shape != reference.shape:
+        raise ValueError(f"prediction shape {prediction.shape} differs from reference shape {reference.shape}; "
+                         f"resample the prediction to the reference grid first")
+    if prediction.ndim not in (2, 3):
+        raise ValueError(f"NSD needs 2D or 3D arrays, got shape {prediction.shape}")
+    if len(spacing) != prediction.ndim:
+        raise ValueError(f"spacing {tuple(spacing)} has {len(spacing)} values but the arrays have {prediction.ndim} "
+                         f"dimensions (shape {prediction.shape}); pass one spacing per axis in numpy axis order")
+    if any(not s > 0 for s in spacing):
+        raise ValueError(f"spacing {tuple(spacing)} must be positive in every axis")
+
+
+def _tolerance_for(label: Label, tolerance_mm: Tolerance) -> float:
+    if isinstance(tolerance_mm, Mapping):
+        if label not in tolerance_mm:
+            raise ValueError(f"no tolerance for label {label!r} in {dict(tolerance_mm)}; add it or pass one float")
+        tolerance = tolerance_mm[label]
+    else:
+        tolerance = tolerance_mm
+    if not (np.isfinite(tolerance) and tolerance > 0):
+        raise ValueError(f"tolerance_mm for label {label!r} is {tolerance}; it must be a positive, finite number of mm")
+    return float(tolerance)
+
+
+def _label_mask(segmentation: np.ndarray, label: Label) -> np.ndarray:
+    """Binary mask of a label, or of a region (union of its label values) as nnU-Net evaluates regions."""
+    return np.isin(segmentation, label)
+
+
+def _monai_nsd(prediction: np.ndarray, reference: np.ndarray, labels: Sequence[Label], spacing: Sequence[float],
+               tolerances: Mapping[Label, float]) -> Dict[Label, float]:
+    """MONAI's NSD for labels present in both masks, one channel per label (regions may overlap)."""
+    if not labels:
+        return {}
+    pred = torch.from_numpy(np.stack([_label_mask(prediction, label) for label in labels])[None])
+    ref = torch.from_numpy(np.stack([_label_mask(reference, label) for label in labels])[None])
+    nsd = compute_surface_dice(pred, ref, class_thresholds=[tolerances[label] for label in labels],
+                               include_background=True, spacing=[float(s) for s in spacing])
+    return {label: float(value) for label, value in zip(labels, nsd[0].tolist())}
+
+
+def read_segmentation(path: Union[str, Path]) -> Tuple[np.ndarray, Tuple[float, ...]]:
+    """Segmentation array and its spacing, both in numpy axis order (SimpleITK's spacing is x, y, z: reversed)."""
+    image = sitk.ReadImage(str(path))
+    return sitk.GetArrayFromImage(image), tuple(float(s) for s in reversed(image.GetSpacing()))
+
+
+def case_nsd(prediction_file: Union[str, Path], reference_file: Union[str, Path], labels: Sequence[Label],
+             tolerance_mm: Tolerance) -> Dict[Label, float]:
+    """NSD of one case from files; the reference's spacing is used, as predictions are written on its grid."""
+    prediction, _ = read_segmentation(prediction_file)
+    reference, spacing = read_segmentation(reference_file)
+    if prediction.shape != reference.shape:
+        raise ValueError(f"prediction {prediction_file} has shape {prediction.shape} but reference {reference_file} "
+                         f"has shape {reference.shape}; compare a prediction with the reference of the same case")
+    return normalized_surface_dice(prediction, reference, labels, spacing, tolerance_mm)
+
+
+def case_id(file_name: Union[str, Path], file_ending: Optional[str] = None) -> str:
+    """Case identifier: the file name without its ending (``file_ending`` if given, else a known nnU-Net ending)."""
+    name = Path(file_name).name
+    endings = [file_ending] if file_ending else _KNOWN_FILE_ENDINGS
+    for ending in endings:
+        if name.endswith(ending) and len(name) > len(ending):
+            return name[:-len(ending)]
+    raise ValueError(f"{name!r} does not end with {' or '.join(endings)}; pass the dataset's file_ending "
+                     f"(dataset.json 'file_ending')")
+
+
+def dice_per_case(summary_json_path: Union[str, Path], file_ending: Optional[str] = None) -> List[Dict[str, object]]:
+    """Rows {case, label, dice} from nnU-Net's summary.json, so Dice can be paired per case across trainers.
+
+    ``label`` is the key as nnU-Net writes it: ``"1"`` for a label, ``"(1, 2)"`` for a region. Dice stays NaN
+    where nnU-Net wrote NaN (label absent from both prediction and reference).
+    """
+    summary = json.loads(Path(summary_json_path).read_text())
+    if "metric_per_case" not in summary:
+        raise ValueError(f"{summary_json_path} has no 'metric_per_case'; pass a summary.json written by nnU-Net's "
+                         f"evaluation (nnUNetv2_evaluate_folder or the validation of nnUNetv2_train)")
+    return [{"case": case_id(entry["prediction_file"], file_ending), "label": label, "dice": float(metrics["Dice"])}
+            for entry in summary["metric_per_case"] for label, metrics in entry["metrics"].items()]

@@ -1,0 +1,293 @@
+"""Runs a benchmark through nnU-Net's own commands, resumably.
+
+Every stage checks what is already on disk: a finished fold is never retrained, an interrupted one continues
+with ``nnUNetv2_train --c``, finished evaluations are skipped. Killing the runner (even with SIGKILL) kills the
+command it runs, so running it again simply picks up where it stopped.
+"""
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional, Sequence, TextIO, Tuple
+
+from nnunetv2_imnet.benchmark import commands
+from nnunetv2_imnet.benchmark.noise import corrupt_cases, derive_noisy_dataset
+from nnunetv2_imnet.benchmark.spec import BenchmarkSpec, Job
+
+CHECKPOINTS = ("checkpoint_final.pth", "checkpoint_latest.pth", "checkpoint_best.pth")
+
+
+class CommandFailed(RuntimeError):
+    pass
+
+
+def find_dataset_folder(raw_root: Path, dataset_id: int) -> Path:
+    matches = sorted(Path(raw_root).glob(f"Dataset{dataset_id:03d}_*"))
+    if not matches:
+        raise FileNotFoundError(f"No dataset with id {dataset_id} (a folder Dataset{dataset_id:03d}_<name>) in "
+                                f"{raw_root}. Pass the nnU-Net raw folder that holds it with --raw.")
+    return matches[0]
+
+
+def training_done(fold_dir: Path) -> bool:
+    return (fold_dir / "checkpoint_final.pth").is_file() and (fold_dir / "validation" / "summary.json").is_file()
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child
+    """Linux: the child gets SIGKILL when the runner dies, so a killed runner leaves no orphaned training."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+class Progress:
+    """Counts jobs and prints what runs, what is done and an estimate of the time left."""
+
+    def __init__(self, total: int, out: TextIO) -> None:
+        self.total, self.done, self.out = total, 0, out
+        self.durations: List[float] = []
+        self.start = time.monotonic()
+
+    def finished(self, seconds: Optional[float]) -> None:
+        self.done += 1
+        if seconds is not None:
+            self.durations.append(seconds)
+
+    def say(self, message: str) -> None:
+        left = self.total - self.done
+        eta = "unknown" if not self.durations else _hms(left * sum(self.durations) / len(self.durations))
+        print(f"[{self.done}/{self.total} done, {left} left, elapsed {_hms(time.monotonic() - self.start)}, "
+              f"time left ~{eta}] {message}", file=self.out, flush=True)
+
+
+class BenchmarkRunner:
+    def __init__(self, spec: BenchmarkSpec, dry_run: bool = False, out: TextIO = sys.stdout) -> None:
+        self.spec = spec.validate()
+        self.dry_run = dry_run
+        self.out = out
+        self.timings_file = spec.work_path / "timings.json"
+        #: dataset folder name -> its raw folder (the source itself in a dry run, where nothing is linked)
+        self.raw_folders: Dict[str, Path] = {}
+
+    # ------------------------------------------------------------------ top level
+    def run(self) -> None:
+        names = self.prepare_raw()
+        jobs = self.spec.jobs(names)
+        self.prepare(jobs)
+        progress = Progress(len(jobs), self.out)
+        for job in jobs:
+            started = time.monotonic()
+            ran = self.run_job(job, progress)
+            progress.finished(time.monotonic() - started if ran and not self.dry_run else None)
+        progress.say("all jobs done")
+
+    def prepare_raw(self) -> Dict[int, str]:
+        """Link the source datasets into the benchmark's nnUNet_raw and derive the noisy copies to train on."""
+        raw = self.spec.nnunet_raw()
+        names: Dict[int, str] = {}
+        for dataset in self.spec.datasets:
+            source = find_dataset_folder(Path(self.spec.raw), dataset)
+            link = raw / source.name
+            names[dataset] = source.name
+            self.raw_folders[source.name] = source if self.dry_run else link
+            if self.dry_run:
+                print(f"# link {source} -> {link}", file=self.out)
+            elif not link.exists():
+                raw.mkdir(parents=True, exist_ok=True)
+                link.symlink_to(source.resolve(), target_is_directory=True)
+        for noisy in self.spec.noisy_datasets():
+            source = self.raw_folders[names[noisy.source_id]]
+            if self.dry_run:
+                print(f"# derive {noisy.kind} noise at SNR {noisy.snr:g} from {source.name} as dataset "
+                      f"{noisy.dataset_id} in {raw}", file=self.out)
+                folder = raw / f"Dataset{noisy.dataset_id:03d}_{source.name.split('_', 1)[1]}-{noisy.kind}{noisy.snr:g}"
+            else:
+                with self._timed(f"derive dataset {noisy.dataset_id}"):
+                    folder = derive_noisy_dataset(source, raw, noisy.dataset_id, noisy.kind, noisy.snr,
+                                                  self.spec.seed)
+            names[noisy.dataset_id] = folder.name
+            self.raw_folders[folder.name] = folder
+        return names
+
+    def prepare(self, jobs: Sequence[Job]) -> None:
+        """``nnUNetv2_plan_and_preprocess`` for every (task, plans) that is not preprocessed yet."""
+        for task, plans in dict.fromkeys((j.task, j.method.plans) for j in jobs):
+            marker = self.spec.nnunet_preprocessed() / task.dataset / f".prepared_{plans}_{task.configuration}"
+            command = commands.plan_and_preprocess(task, plans)
+            if marker.is_file():
+                self._show(command, done=True)
+                continue
+            self._execute(command, training=False, log=self._log_file(f"prepare_{task.dataset}_{plans}"),
+                          stage=f"plan and preprocess {task.label} {plans}")
+            if not self.dry_run:
+                marker.write_text(commands.render(command))
+
+    def run_job(self, job: Job, progress: Optional[Progress] = None) -> bool:
+        """Train (or continue), predict the test split if it has labels, evaluate under noise. True if it ran."""
+        ran = self.train(job, progress)
+        ran = self.predict_test(job) or ran
+        ran = self.evaluate_noise(job) or ran
+        return ran
+
+    # ------------------------------------------------------------------ stages
+    def train(self, job: Job, progress: Optional[Progress] = None) -> bool:
+        fold_dir = self.spec.fold_dir(job)
+        if training_done(fold_dir):
+            self._show(commands.train(job, self.spec.device, resume=False), done=True)
+            return False
+        resume = any((fold_dir / c).is_file() for c in CHECKPOINTS)
+        command = commands.train(job, self.spec.device, resume)
+        if progress is not None:
+            progress.say(f"{'continuing' if resume else 'training'} {job.label}")
+        if self.dry_run:
+            self._show(command)
+            return True
+        fold_dir.mkdir(parents=True, exist_ok=True)
+        with _job_lock(fold_dir) as acquired:
+            if not acquired:
+                print(f"# skipping {job.label}: another process is training it", file=self.out)
+                return False
+            self._execute(command, training=True, log=self._log_file(f"train_{_slug(job.label)}"),
+                          stage=f"train {job.label}")
+        return True
+
+    def predict_test(self, job: Job) -> bool:
+        """Datasets with labelled test cases (``imagesTs`` + ``labelsTs``) are predicted with nnU-Net's TTA."""
+        raw = self.raw_folders[job.task.dataset]
+        if not (raw / "labelsTs").is_dir() or not (raw / "imagesTs").is_dir():
+            return False
+        return self._predict_and_evaluate(job, "test", raw / "imagesTs", raw / "labelsTs", tta=True)
+
+    def evaluate_noise(self, job: Job) -> bool:
+        """Predict the fold's validation cases clean and corrupted at each SNR (no TTA, same for every method)."""
+        ran = False
+        for condition, noise in self.spec.eval_conditions():
+            inputs = self.spec.work_path / "noisy_inputs" / job.task.dataset / f"fold_{job.fold}" / condition
+            if not self.dry_run:
+                self._make_inputs(job, noise, inputs)
+            labels = self.raw_folders[job.task.dataset] / "labelsTr"
+            ran = self._predict_and_evaluate(job, condition, inputs, labels, tta=False) or ran
+        return ran
+
+    def _make_inputs(self, job: Job, noise: Optional[Tuple[str, float]], folder: Path) -> None:
+        complete = folder / ".complete"
+        if complete.is_file():
+            return
+        splits = json.loads((self.spec.nnunet_preprocessed() / job.task.dataset / "splits_final.json").read_text())
+        raw = self.raw_folders[job.task.dataset]
+        ending = json.loads((raw / "dataset.json").read_text())["file_ending"]
+        cases = {case: sorted((raw / "imagesTr").glob(f"{case}_[0-9][0-9][0-9][0-9]{ending}"))
+                 for case in splits[job.fold]["val"]}
+        if folder.exists():
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True)
+        if noise is None:
+            for files in cases.values():
+                for f in files:
+                    (folder / f.name).symlink_to(f.resolve())
+        else:
+            corrupt_cases(cases, folder, noise[0], noise[1], self.spec.seed)
+        complete.write_text(json.dumps(noise))
+
+    def _predict_and_evaluate(self, job: Job, condition: str, inputs: Path, labels: Path, tta: bool) -> bool:
+        out = self.spec.evaluation_dir(job, condition)
+        predictions = out / "predictions"
+        predict = commands.predict(job, inputs, predictions, self.spec.device, tta)
+        dataset = self.spec.nnunet_results() / job.task.dataset / \
+            f"{job.trainer_class}__{job.method.plans}__{job.task.configuration}"
+        evaluate = commands.evaluate(labels, predictions, dataset / "dataset.json", dataset / "plans.json")
+        if (predictions / "summary.json").is_file():
+            self._show(predict, done=True)
+            self._show(evaluate, done=True)
+            return False
+        log = self._log_file(f"evaluate_{_slug(job.label)}_{condition}")
+        if predictions.exists() and not self.dry_run:
+            shutil.rmtree(predictions)  # an interrupted prediction: start it again
+        self._execute(predict, training=False, log=log, stage=f"predict {condition} {job.label}")
+        self._execute(evaluate, training=False, log=log, stage=f"evaluate {condition} {job.label}")
+        return True
+
+    # ------------------------------------------------------------------ plumbing
+    def _show(self, command: Sequence[str], done: bool = False) -> None:
+        if self.dry_run:
+            print(("# [done] " if done else "") + commands.render(command), file=self.out)
+
+    def _execute(self, command: Sequence[str], training: bool, log: Path, stage: str) -> None:
+        if self.dry_run:
+            self._show(command)
+            return
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with self._timed(stage), open(log, "a") as handle:
+            handle.write(f"\n$ {commands.render(command)}\n")
+            handle.flush()
+            code = subprocess.call(list(command), stdout=handle, stderr=subprocess.STDOUT,
+                                   env=commands.nnunet_environment(self.spec, training),
+                                   preexec_fn=_die_with_parent)
+        if code != 0:
+            tail = "".join(log.read_text(errors="replace").splitlines(keepends=True)[-25:])
+            raise CommandFailed(f"{stage} failed (exit code {code}). The log is {log}; its end:\n{tail}\n"
+                                f"Fix the cause and run the benchmark again: it continues where it stopped.")
+
+    def _log_file(self, name: str) -> Path:
+        return self.spec.logs_dir() / f"{name}.log"
+
+    @contextmanager
+    def _timed(self, stage: str) -> Iterator[None]:
+        started = time.monotonic()
+        yield
+        timings = json.loads(self.timings_file.read_text()) if self.timings_file.is_file() else {}
+        timings[stage] = round(time.monotonic() - started, 1)
+        self.timings_file.parent.mkdir(parents=True, exist_ok=True)
+        self.timings_file.write_text(json.dumps(timings, indent=1))
+
+
+@contextmanager
+def _job_lock(folder: Path) -> Iterator[bool]:
+    """An exclusive lock file holding our pid; a stale lock (its process is gone) is taken over."""
+    lock = folder / ".benchmark.lock"
+    for _ in range(2):
+        try:
+            descriptor = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            if _alive(lock):
+                yield False
+                return
+            lock.unlink(missing_ok=True)
+            continue
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(str(os.getpid()))
+        try:
+            yield True
+        finally:
+            lock.unlink(missing_ok=True)
+        return
+    yield False
+
+
+def _alive(lock: Path) -> bool:
+    try:
+        pid = int(lock.read_text().strip() or 0)
+        os.kill(pid, 0)
+    except (ValueError, ProcessLookupError, FileNotFoundError):
+        return False
+    except PermissionError:
+        return True
+    return pid != 0
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
+
+
+def _hms(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m{seconds % 60:02d}s"
