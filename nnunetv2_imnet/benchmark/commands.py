@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Dict, List, Sequence
 
@@ -18,6 +19,8 @@ def nnunet_environment(spec: BenchmarkSpec, training: bool) -> Dict[str, str]:
     ``nnUNetv2_plan_and_preprocess``, so it is set for training on CPU only, and removed for everything else.
     """
     env = dict(os.environ)
+    # nnU-Net's console scripts sit beside this interpreter, also when its environment is not activated
+    env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")])
     env.update({"nnUNet_raw": str(spec.nnunet_raw()), "nnUNet_preprocessed": str(spec.nnunet_preprocessed()),
                 "nnUNet_results": str(spec.nnunet_results())})
     if training and spec.device == "cpu":

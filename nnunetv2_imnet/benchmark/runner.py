@@ -229,8 +229,9 @@ class BenchmarkRunner:
         with self._timed(stage), open(log, "a") as handle:
             handle.write(f"\n$ {commands.render(command)}\n")
             handle.flush()
-            code = subprocess.call(list(command), stdout=handle, stderr=subprocess.STDOUT,
-                                   env=commands.nnunet_environment(self.spec, training),
+            env = commands.nnunet_environment(self.spec, training)
+            executable = shutil.which(command[0], path=env["PATH"]) or command[0]
+            code = subprocess.call([executable, *command[1:]], stdout=handle, stderr=subprocess.STDOUT, env=env,
                                    preexec_fn=_die_with_parent)
         if code != 0:
             tail = "".join(log.read_text(errors="replace").splitlines(keepends=True)[-25:])
