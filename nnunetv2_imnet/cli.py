@@ -175,6 +175,15 @@ def cmd_trainers(args: argparse.Namespace) -> None:
         print(f"{name:40s} {(cls.__doc__ or '').strip().splitlines()[0] if cls.__doc__ else ''}")
 
 
+def cmd_check(args: argparse.Namespace) -> None:
+    from nnunetv2_imnet.preflight import PreflightError, check
+    try:
+        lines = check(args.dataset, args.configuration, args.tr, args.p)
+    except PreflightError as error:
+        raise SystemExit(f"error: {error}")
+    print("OK: " + "\n    ".join(lines))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nnunetv2-imnet", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -214,6 +223,13 @@ def build_parser() -> argparse.ArgumentParser:
     noisy.add_argument("-o", "--output", required=True, help="raw folder to write the copy into")
     noisy.add_argument("--seed", type=int, default=0)
     noisy.set_defaults(func=cmd_make_noisy)
+
+    check = sub.add_parser("check", help="find what would stop nnUNetv2_train before any training work")
+    check.add_argument("dataset", help="dataset id or name, as nnUNetv2_train takes it")
+    check.add_argument("configuration")
+    check.add_argument("-tr", default="nnUNetTrainerIMNet")
+    check.add_argument("-p", default="nnUNetPlans")
+    check.set_defaults(func=cmd_check)
 
     path = sub.add_parser("trainers-path", help="print the folder to put in nnUNet_extTrainer")
     path.set_defaults(func=lambda args: print(trainers_folder()))

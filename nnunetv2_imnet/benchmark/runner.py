@@ -70,10 +70,10 @@ class Progress:
 
 
 class BenchmarkRunner:
-    def __init__(self, spec: BenchmarkSpec, dry_run: bool = False, out: TextIO = sys.stdout) -> None:
+    def __init__(self, spec: BenchmarkSpec, dry_run: bool = False, out: Optional[TextIO] = None) -> None:
         self.spec = spec.validate()
         self.dry_run = dry_run
-        self.out = out
+        self.out = out or sys.stdout
         self.timings_file = spec.work_path / "timings.json"
         #: dataset folder name -> its raw folder (the source itself in a dry run, where nothing is linked)
         self.raw_folders: Dict[str, Path] = {}

@@ -26,7 +26,7 @@ class TrainingBudget:
 
 BUDGETS: Dict[str, TrainingBudget] = {
     "smoke": TrainingBudget("smoke", "a few iterations: checks the pipeline in minutes on 2 CPU cores",
-                            2, 3, 2, save_every=1),
+                            2, 2, 1, save_every=1),
     # Hippocampus 3d_fullres on 2 CPU cores: ~6.3 s per train step (batch 7), so 240 steps, the per-epoch
     # validation and nnU-Net's final validation of 40 cases take about half an hour
     "cpu": TrainingBudget("cpu", "real but short: about half an hour per fold on 2 CPU cores (Hippocampus "

@@ -79,9 +79,11 @@ class nnUNetTrainerIMNet(nnUNetTrainerMeasured):
         head = build_mi_head(self.mi, bottleneck.channels, self.num_image_channels, bottleneck.stride)
         if head.sampler.num_negatives(self.batch_size, bottleneck.num_locations) == 0:
             raise ValueError(
-                f"The MI term has no negative pairs: batch size {self.batch_size} and a bottleneck grid of "
-                f"{bottleneck.grid} (one location). Use a larger patch size or batch size, or set "
-                f"mi.batch_negatives > 0 with a batch size > 1.")
+                f"The MI term has no negative pairs: batch negatives need a batch size > 1 (batch size "
+                f"{self.batch_size}, mi.batch_negatives={self.mi.batch_negatives}) and location negatives more than "
+                f"one bottleneck location (grid {bottleneck.grid}: {bottleneck.num_locations} location(s), "
+                f"mi.location_negatives={self.mi.location_negatives}). Use a larger batch or patch size, or a "
+                f"positive count for the kind of negatives that this batch and patch size allow.")
         self.print_to_log_file(
             f"IMNet: bottleneck {bottleneck.channels} channels on a {bottleneck.grid} grid (stride "
             f"{bottleneck.stride}); MI head {sum(p.numel() for p in head.parameters())} parameters; "
@@ -186,20 +188,21 @@ class nnUNetTrainerIMNet(nnUNetTrainerMeasured):
         }}
 
     def load_checkpoint(self, filename_or_checkpoint: str) -> None:
-        """nnU-Net's ``load_checkpoint`` plus the MI head; refuses MI state written with other MI options."""
+        """nnU-Net's ``load_checkpoint`` plus the MI head. Refuses checkpoints without MI state (a baseline's: use
+        ``-pretrained_weights`` to start from those weights) and MI state written with other MI options."""
         if not isinstance(filename_or_checkpoint, str):
             raise TypeError(f"{type(self).__name__}.load_checkpoint takes a checkpoint file name, got "
                             f"{type(filename_or_checkpoint).__name__}.")
         if not self.was_initialized:
             self.initialize()
         state = peek_checkpoint_entry(filename_or_checkpoint, CHECKPOINT_KEY)
-        if state is not None:
-            self._check_compatible(state, filename_or_checkpoint)
-        super().load_checkpoint(filename_or_checkpoint)
         if state is None:
-            self.print_to_log_file(f"IMNet: {filename_or_checkpoint} holds no MI head state (not written by an IMNet "
-                                   f"trainer); the MI head stays freshly initialised.")
-            return
+            raise ValueError(
+                f"{filename_or_checkpoint} holds no MI head state: it was not written by an IMNet trainer, so "
+                f"{type(self).__name__} cannot continue it. To start an IMNet run from its network weights, use "
+                f"nnUNetv2_train ... -tr {type(self).__name__} -pretrained_weights {filename_or_checkpoint}")
+        self._check_compatible(state, filename_or_checkpoint)
+        super().load_checkpoint(filename_or_checkpoint)
         self.unwrapped_network().mi_head.load_state_dict(state["mi_head"])
         self._mi_restored_from = filename_or_checkpoint
 

@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+import os
 import resource
 import time
 from typing import Any, Dict, List
@@ -31,6 +32,24 @@ class nnUNetTrainerMeasured(nnUNetTrainer):
         self.logger.local_logger = PanelLocalLogger(self.logger.local_logger.verbose)
         self.logger.local_logger.add_panel("training cost", COST_KEYS)
         self._epoch_train_start = 0.0
+
+    def initialize(self) -> None:
+        if not self.was_initialized:
+            self._check_preprocessed_data()
+        super().initialize()
+
+    def _check_preprocessed_data(self) -> None:
+        """nnU-Net fails obscurely (inferring a dataset class from no files) when a configuration was planned
+        but never preprocessed; say what is missing and the command that makes it."""
+        folder = self.preprocessed_dataset_folder
+        if folder is None or (os.path.isdir(folder) and any(
+                not name.endswith((".pkl", ".json")) for name in os.listdir(folder))):
+            return
+        dataset_id = self.plans_manager.dataset_name[len("Dataset"):len("Dataset") + 3]
+        raise FileNotFoundError(
+            f"No preprocessed data for configuration '{self.configuration_name}' of {self.plans_manager.dataset_name} "
+            f"in {folder}. Preprocess it first: nnUNetv2_preprocess -d {int(dataset_id)} -c {self.configuration_name} "
+            f"-plans_name {self.plans_manager.plans_name}")
 
     def unwrapped_network(self) -> torch.nn.Module:
         """``self.network`` without the DDP and ``torch.compile`` wrappers."""

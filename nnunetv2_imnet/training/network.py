@@ -40,7 +40,8 @@ def find_bottleneck(network: nn.Module, input_channels: int, patch_size: Sequenc
             f"decoder(encoder(x)) and whose encoder returns a list of skips with the bottleneck last, like "
             f"PlainConvUNet and ResidualEncoderUNet. {name} has no such split. Use nnU-Net's default or ResEnc "
             f"plans, or subclass the trainer and override `build_network_architecture` to return such a network.")
-    encoder = copy.deepcopy(network.encoder).to("meta")
+    # eval mode: the meta input has batch size 1, which BatchNorm refuses in training mode at a 1-voxel bottleneck
+    encoder = copy.deepcopy(network.encoder).to("meta").eval()
     with torch.no_grad():
         skips = encoder(torch.empty(1, input_channels, *patch_size, device="meta"))
     if not isinstance(skips, (list, tuple)) or not skips or not isinstance(skips[-1], torch.Tensor):

@@ -1,0 +1,68 @@
+"""Session fixtures on a few real Hippocampus cases: nnU-Net's own commands, run once and shared by the tests."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from cli_helpers import HIPPOCAMPUS, make_hippocampus_subset, nnunet_env, run
+
+SMOKE_BENCHMARK_ARGS = ["-d", "4", "-c", "3d_fullres", "--folds", "0", "--budget", "smoke", "--device", "cpu",
+                        "--eval-noise", "rician:5"]
+
+
+@pytest.fixture(scope="session")
+def hippocampus_raw(tmp_path_factory) -> Path:
+    """An nnU-Net raw folder holding links to the first real Hippocampus cases."""
+    if not (HIPPOCAMPUS / "dataset.json").is_file():
+        pytest.skip(f"real Hippocampus data not found at {HIPPOCAMPUS}")
+    raw = tmp_path_factory.mktemp("hippocampus_raw")
+    make_hippocampus_subset(raw)
+    return raw
+
+
+@pytest.fixture(scope="session")
+def hippocampus_2d(hippocampus_raw, tmp_path_factory) -> Path:
+    """A workspace (raw, preprocessed, results) with the subset planned and preprocessed for 2d."""
+    root = tmp_path_factory.mktemp("hippocampus_2d")
+    (root / "nnUNet_raw").symlink_to(hippocampus_raw, target_is_directory=True)
+    run(["nnUNetv2_plan_and_preprocess", "-d", "4", "-c", "2d", "-np", "2"], nnunet_env(root))
+    return root
+
+
+def _first_checkpoint_of(fold: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not any((fold / name).is_file() for name in ("checkpoint_latest.pth", "checkpoint_best.pth")):
+        assert time.monotonic() < deadline, f"no checkpoint appeared in {fold} within {timeout} s"
+        time.sleep(0.5)
+
+
+@pytest.fixture(scope="session")
+def smoke_benchmark(hippocampus_raw, tmp_path_factory) -> dict:
+    """The smoke benchmark (baseline and IMNet, 3d_fullres, fold 0), killed with SIGKILL while IMNet trains,
+    then run again to the end. Returns the work folder and what was observed around the kill."""
+    work = tmp_path_factory.mktemp("smoke_benchmark")
+    command = [sys.executable, "-m", "nnunetv2_imnet.cli", "benchmark", "--raw", str(hippocampus_raw),
+               "--work", str(work), *SMOKE_BENCHMARK_ARGS]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("nnUNet_")}
+    env["nnUNet_def_n_proc"] = "2"
+    results = work / "nnUNet_results" / "Dataset004_Hippocampus"
+    imnet_fold = results / "nnUNetTrainerIMNet_smoke__nnUNetPlans__3d_fullres" / "fold_0"
+    with open(work / "first_run.log", "w") as log:
+        first = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            _first_checkpoint_of(imnet_fold, timeout=900)
+        finally:
+            first.send_signal(signal.SIGKILL)
+            first.wait()
+    time.sleep(1)  # the training child dies with its parent (PR_SET_PDEATHSIG)
+    baseline_checkpoint = results / "nnUNetTrainer_smoke__nnUNetPlans__3d_fullres" / "fold_0" / "checkpoint_final.pth"
+    killed = {"baseline_mtime": baseline_checkpoint.stat().st_mtime,
+              "imnet_final_existed": (imnet_fold / "checkpoint_final.pth").is_file()}
+    second = run(command, env, timeout=1500)
+    return {"work": work, "second_stdout": second.stdout, "killed": killed, "command": command, "env": env}
