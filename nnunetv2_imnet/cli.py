@@ -106,7 +106,7 @@ def cmd_benchmark(args: argparse.Namespace) -> None:
     if args.slurm:
         from nnunetv2_imnet.benchmark.slurm import write_slurm_scripts
         spec.save()
-        submit = write_slurm_scripts(spec, Path(args.slurm), args.slurm_options)
+        submit = write_slurm_scripts(spec, Path(args.slurm), args.slurm_option)
         print(f"SLURM scripts written; submit with: bash {submit}")
         return
     run_benchmark(spec, command, dry_run=args.dry_run, report_only=args.report_only, prepare_only=args.prepare_only)
@@ -198,8 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--report-only", action="store_true", help="only collect what the runs wrote")
     bench.add_argument("--prepare-only", action="store_true", help="only link, derive and preprocess datasets")
     bench.add_argument("--slurm", default=None, metavar="DIR", help="write a SLURM job array there instead of running")
-    bench.add_argument("--slurm-options", nargs="*", default=[], metavar="OPTION",
-                       help="extra #SBATCH options for the training tasks, e.g. --gpus=1 --time=48:00:00")
+    bench.add_argument("--slurm-option", action="append", default=[], metavar="OPTION",
+                       help="an extra #SBATCH option for the training tasks; repeat it, e.g. "
+                            "--slurm-option=--gpus=1 --slurm-option=--time=48:00:00")
     bench.set_defaults(func=cmd_benchmark)
 
     job = sub.add_parser("benchmark-job", help="run job INDEX of a saved spec (a SLURM array task)")

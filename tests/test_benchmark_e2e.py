@@ -92,8 +92,8 @@ def test_dry_run_on_a_new_work_folder_runs_nothing(hippocampus_raw, tmp_path, ca
 def test_slurm_scripts(hippocampus_raw, tmp_path, capsys):
     work, scripts = tmp_path / "work", tmp_path / "slurm"
     cli.main(["benchmark", "--raw", str(hippocampus_raw), "--work", str(work), "-d", "4", "--folds", "0", "1", "2",
-              "--budget", "full", "--device", "cuda", "--slurm", str(scripts), "--slurm-options", "--gpus=1",
-              "--time=48:00:00"])
+              "--budget", "full", "--device", "cuda", "--slurm", str(scripts), "--slurm-option=--gpus=1",
+              "--slurm-option=--time=48:00:00"])
     assert "submit with: bash" in capsys.readouterr().out
     train = (scripts / "train.sbatch").read_text()
     assert "#SBATCH --array=0-5" in train  # 3 folds x 2 trainers

@@ -1,0 +1,131 @@
+"""Does IMNet training hold its memory steady? A large-patch 3D run on synthetic data, with RSS sampled over time.
+
+    python benchmarks/memory_soak.py --iterations 300
+
+A synthetic 3D dataset is planned and preprocessed by nnU-Net; its 3d_fullres configuration is then set to a
+128^3 patch, batch 2 and 6 stages (nnU-Net's plan for a 1 mm isotropic whole-organ volume). On a 2-core CPU the
+network's widths are divided by ``--width-divisor`` (default 4) so that a few hundred iterations take minutes
+rather than hours; patch, batch, depth, data loading, augmentation, validation and the MI head are as nnU-Net runs
+them. ``nnUNetTrainerIMNet`` trains in this process through nnU-Net's own ``run_training`` (epochs of
+``--iterations-per-epoch`` steps with validation and checkpoints between them) while a thread records the resident
+set size every second. The script prints RSS at the quartiles of the run and a least-squares slope over the
+second half (after start-up and the first allocations), and fails if that slope exceeds ``--max-growth-mb``
+per 100 iterations.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import List, Tuple
+
+WORK = Path(tempfile.mkdtemp(prefix="imnet_soak_"))
+for _name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+    os.environ[_name] = str(WORK / _name)  # before nnU-Net is imported
+os.environ.setdefault("nnUNet_n_proc_DA", "0")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from batchgenerators.utilities.file_and_folder_operations import load_json, save_json  # noqa: E402
+
+from nnunetv2_imnet.benchmark.synthetic import make_synthetic_dataset  # noqa: E402
+from nnunetv2_imnet.training.catalogue import ALL_TRAINERS  # noqa: E402
+
+DATASET_ID = 991
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+class RssSampler(threading.Thread):
+    """Samples (seconds, iterations done, RSS MB) every ``period`` seconds."""
+
+    def __init__(self, trainer, period: float = 1.0) -> None:
+        super().__init__(daemon=True)
+        self.trainer, self.period = trainer, period
+        self.samples: List[Tuple[float, int, float]] = []
+        self.stop = threading.Event()
+        self.start_time = time.monotonic()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            done = self.trainer.current_epoch * self.trainer.num_iterations_per_epoch + \
+                getattr(self.trainer, "_iteration_in_epoch", 0)
+            self.samples.append((time.monotonic() - self.start_time, done, rss_mb()))
+            self.stop.wait(self.period)
+
+
+def prepare(width_divisor: int) -> str:
+    raw = Path(os.environ["nnUNet_raw"])
+    dataset = make_synthetic_dataset(raw, dataset_id=DATASET_ID, num_cases=6, shape=(144, 144, 144))
+    env = dict(os.environ)
+    env.pop("nnUNet_n_proc_DA", None)
+    subprocess.run(["nnUNetv2_plan_and_preprocess", "-d", str(DATASET_ID), "-c", "3d_fullres", "-np", "2"],
+                   env=env, check=True, stdout=subprocess.DEVNULL)
+    plans_file = Path(os.environ["nnUNet_preprocessed"]) / dataset.name / "nnUNetPlans.json"
+    plans = load_json(str(plans_file))
+    configuration = plans["configurations"]["3d_fullres"]
+    stages = 6
+    configuration.update(patch_size=[128, 128, 128], batch_size=2)
+    configuration["architecture"]["arch_kwargs"].update(
+        n_stages=stages, features_per_stage=[max(4, f // width_divisor) for f in (32, 64, 128, 256, 320, 320)],
+        kernel_sizes=[[3, 3, 3]] * stages, strides=[[1, 1, 1]] + [[2, 2, 2]] * (stages - 1),
+        n_conv_per_stage=[2] * stages, n_conv_per_stage_decoder=[2] * (stages - 1))
+    save_json(plans, str(plans_file), sort_keys=False)
+    return dataset.name
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--iterations", type=int, default=300)
+    parser.add_argument("--iterations-per-epoch", type=int, default=50)
+    parser.add_argument("--width-divisor", type=int, default=4)
+    parser.add_argument("--trainer", default="nnUNetTrainerIMNet")
+    parser.add_argument("--max-growth-mb", type=float, default=50.0, help="allowed RSS slope per 100 iterations")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    torch.set_num_threads(os.cpu_count() or 1)
+    dataset = prepare(args.width_divisor)
+    preprocessed = Path(os.environ["nnUNet_preprocessed"]) / dataset
+    plans = load_json(str(preprocessed / "nnUNetPlans.json"))
+    plans["continue_training"] = False
+    trainer = ALL_TRAINERS[args.trainer](plans, "3d_fullres", 0, load_json(str(preprocessed / "dataset.json")),
+                                         torch.device("cpu"))
+    trainer.num_iterations_per_epoch = args.iterations_per_epoch
+    trainer.num_epochs = max(1, args.iterations // args.iterations_per_epoch)
+    trainer.num_val_iterations_per_epoch = 2
+    trainer.save_every = 1
+    sampler = RssSampler(trainer)
+    sampler.start()
+    started = time.monotonic()
+    trainer.run_training()
+    sampler.stop.set()
+    sampler.join()
+    seconds, done, rss = (np.array(v) for v in zip(*sampler.samples))
+    half = done >= done.max() / 2
+    slope = float(np.polyfit(done[half], rss[half], 1)[0]) * 100 if half.sum() > 2 else float("nan")
+    quartiles = {f"{int(q * 100)}%": float(np.interp(q * done.max(), done, rss)) for q in (0.25, 0.5, 0.75, 1.0)}
+    result = {"trainer": args.trainer, "iterations": int(done.max()), "patch": [128, 128, 128], "batch": 2,
+              "width_divisor": args.width_divisor, "wall_seconds": round(time.monotonic() - started),
+              "rss_mb_at_fraction_of_run": quartiles, "rss_mb_max": float(rss.max()),
+              "second_half_slope_mb_per_100_iterations": slope}
+    print(json.dumps(result, indent=1))
+    if args.json:
+        args.json.write_text(json.dumps({**result, "samples": sampler.samples}))
+    if not slope <= args.max_growth_mb:
+        sys.exit(f"RSS grew by {slope:.1f} MB per 100 iterations over the second half (limit {args.max_growth_mb})")
+
+
+if __name__ == "__main__":
+    main()
