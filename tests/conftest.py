@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -53,16 +54,28 @@ def smoke_benchmark(hippocampus_raw, tmp_path_factory) -> dict:
     env["nnUNet_def_n_proc"] = "2"
     results = work / "nnUNet_results" / "Dataset004_Hippocampus"
     imnet_fold = results / "nnUNetTrainerIMNet_smoke__nnUNetPlans__3d_fullres" / "fold_0"
+    delay = random.Random().uniform(0.0, 3.0)
     with open(work / "first_run.log", "w") as log:
         first = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
             _first_checkpoint_of(imnet_fold, timeout=900)
+            time.sleep(delay)  # a random moment of the IMNet training (steps, validation or a checkpoint write)
         finally:
             first.send_signal(signal.SIGKILL)
             first.wait()
     time.sleep(1)  # the training child dies with its parent (PR_SET_PDEATHSIG)
     baseline_checkpoint = results / "nnUNetTrainer_smoke__nnUNetPlans__3d_fullres" / "fold_0" / "checkpoint_final.pth"
-    killed = {"baseline_mtime": baseline_checkpoint.stat().st_mtime,
+    killed = {"delay_s": delay, "baseline_mtime": baseline_checkpoint.stat().st_mtime,
               "imnet_final_existed": (imnet_fold / "checkpoint_final.pth").is_file()}
     second = run(command, env, timeout=1500)
     return {"work": work, "second_stdout": second.stdout, "killed": killed, "command": command, "env": env}
+
+
+@pytest.fixture(scope="module")
+def single_thread():
+    """Tiny tensors: one intra-op thread is fastest and avoids spinning on a busy second core."""
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

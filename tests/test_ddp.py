@@ -21,6 +21,8 @@ from nnunetv2_imnet.mi.config import MIConfig
 from nnunetv2_imnet.mi.head import build_mi_head
 from nnunetv2_imnet.training.network import MIRegularisedNetwork, find_bottleneck
 
+pytestmark = pytest.mark.usefixtures("single_thread")
+
 WORLD_SIZE = 2
 ITERATIONS = 2
 PATCH = (8, 8, 8)
@@ -66,13 +68,6 @@ def _gradients(network: MIRegularisedNetwork):
     }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny tensors: one intra-op thread is fastest and avoids spinning on a busy second core."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _worker(rank: int, port: int, out_dir: str) -> None:

@@ -11,16 +11,11 @@ from nnunetv2_imnet.mi.estimators import (ESTIMATORS, _split, donsker_varadhan, 
                                           jsd)
 from nnunetv2_imnet.mi.negatives import NegativeSampler
 
+pytestmark = pytest.mark.usefixtures("single_thread")
+
 LOG2 = math.log(2.0)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny tensors: one intra-op thread is fastest and avoids spinning on a busy second core."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def softplus(x: float) -> float:

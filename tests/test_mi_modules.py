@@ -16,14 +16,9 @@ from nnunetv2_imnet.mi.head import MIHead, MIOutput, build_mi_head, warmup_weigh
 from nnunetv2_imnet.mi.negatives import NegativeSampler
 from nnunetv2_imnet.mi.views import InterpolateView, PatchView, PointwiseEmbedding, space_to_depth
 
+pytestmark = pytest.mark.usefixtures("single_thread")
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny tensors: one intra-op thread is fastest and avoids spinning on a busy second core."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+
 
 
 def _reference_space_to_depth(image, factor):

@@ -10,14 +10,9 @@ from nnunetv2_imnet.mi.config import MIConfig
 from nnunetv2_imnet.mi.head import MIOutput, build_mi_head
 from nnunetv2_imnet.training.network import Bottleneck, MIRegularisedNetwork, find_bottleneck
 
+pytestmark = pytest.mark.usefixtures("single_thread")
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny tensors: one intra-op thread is fastest and avoids spinning on a busy second core."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+
 
 
 def tiny_unet(ndim=3, architecture="plain", input_channels=1, strides=(1, 2, 2), deep_supervision=True, seed=0):

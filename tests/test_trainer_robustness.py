@@ -6,6 +6,7 @@ weight's warm-up and the cost logging. Every trainer is a real nnU-Net trainer b
 """
 from __future__ import annotations
 
+import copy
 import math
 import os
 import signal
@@ -35,17 +36,9 @@ from trainer_helpers import make_trainer, nnunet_folders, run_epoch, synthetic_b
 
 REPO = Path(__file__).resolve().parents[1]
 IMNET = "nnUNetTrainerIMNet_smoke"
+pytestmark = pytest.mark.usefixtures("single_thread")
 PLAIN = "nnUNetTrainer_smoke"  # nnUNetTrainerMeasured on the same budget
 NUM_HEADS = {"plain": 3, "regions": 2, "ignore": 3, "regions_ignore": 2}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread() -> Iterator[None]:
-    """Tiny tensors on a busy 2-core machine: one intra-op thread is fastest."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(autouse=True)
@@ -173,6 +166,22 @@ def test_edge_case_trains_and_logs(case: str, deep_supervision: bool) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ 2. bad input
+def test_cascade_stage_takes_the_mi_with_the_image_channels_only() -> None:
+    """3d_cascade_fullres feeds the previous stage's one-hot segmentation as extra input channels; the MI is taken
+    with the image alone."""
+    plans, dataset_json, _ = tiny_plans(ndim=3, num_channels=2)
+    configurations = plans["configurations"]
+    configurations["3d_lowres"] = copy.deepcopy(configurations["3d_fullres"])
+    configurations["3d_lowres"].update(data_identifier="nnUNetPlans_3d_lowres", next_stage="3d_cascade_fullres")
+    configurations["3d_cascade_fullres"] = {"inherits_from": "3d_fullres", "previous_stage": "3d_lowres"}
+    trainer = make_trainer(IMNET, plans, dataset_json, "3d_cascade_fullres")
+    foreground = len(trainer.label_manager.foreground_labels)
+    assert trainer.is_cascaded and trainer.num_input_channels == 2 + foreground
+    assert mi_head(trainer).view.in_channels == 2
+    outputs = run_epoch(trainer, synthetic_batches(trainer, 2))
+    assert all(o["mi_finite"] == 1 and math.isfinite(o["mi_loss"]) for o in outputs)
+
+
 @pytest.mark.parametrize("option, value, message", [
     ("estimator", "mine", r"estimator='mine'"),
     ("critic", "mlp", r"critic='mlp'"),

@@ -17,6 +17,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from nnunetv2_imnet.training.catalogue import ALL_TRAINERS
 
@@ -149,7 +150,7 @@ def make_trainer(name: Union[str, type], plans: dict, dataset_json: dict, config
     may change options (``trainer.mi``, ``enable_deep_supervision``) the way a trainer variant's ``__init__`` does.
     The nnU-Net folder variables must already be set.
     """
-    data_identifier = plans["configurations"][configuration]["data_identifier"]
+    data_identifier = PlansManager(copy.deepcopy(plans)).get_configuration(configuration).data_identifier
     folder = Path(os.environ["nnUNet_preprocessed"]) / plans["dataset_name"] / data_identifier
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "placeholder.b2nd").touch()
