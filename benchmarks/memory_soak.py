@@ -35,6 +35,7 @@ import torch  # noqa: E402
 from batchgenerators.utilities.file_and_folder_operations import load_json, save_json  # noqa: E402
 
 from nnunetv2_imnet.benchmark.synthetic import make_synthetic_dataset  # noqa: E402
+from nnunetv2_imnet.benchmark.commands import with_console_scripts  # noqa: E402
 from nnunetv2_imnet.training.catalogue import ALL_TRAINERS  # noqa: E402
 
 DATASET_ID = 991
@@ -69,7 +70,7 @@ class RssSampler(threading.Thread):
 def prepare(width_divisor: int) -> str:
     raw = Path(os.environ["nnUNet_raw"])
     dataset = make_synthetic_dataset(raw, dataset_id=DATASET_ID, num_cases=6, shape=(144, 144, 144))
-    env = dict(os.environ)
+    env = with_console_scripts(dict(os.environ))
     env.pop("nnUNet_n_proc_DA", None)
     subprocess.run(["nnUNetv2_plan_and_preprocess", "-d", str(DATASET_ID), "-c", "3d_fullres", "-np", "2"],
                    env=env, check=True, stdout=subprocess.DEVNULL)

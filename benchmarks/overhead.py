@@ -12,8 +12,8 @@ plan is nnU-Net's 3d_fullres template at a 128^3 patch, batch 2, 6 stages (what 
 isotropic whole-organ volume). Batches are synthetic (the step cost does not depend on the content).
 
 Memory: on CUDA the peak allocated memory of each step. PyTorch keeps no peak statistics for CPU tensors, so on
-CPU the script reports what training holds at its peak instead: the bytes of the tensors saved for backward plus
-parameters, gradients and optimizer state (each storage counted once).
+CPU (and also on CUDA) the script reports what a step holds at its peak, the end of the forward pass: the tensors
+saved for backward plus parameters and optimizer state, each storage counted once.
 """
 from __future__ import annotations
 
@@ -38,6 +38,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from batchgenerators.utilities.file_and_folder_operations import load_json  # noqa: E402
 
+from nnunetv2_imnet.benchmark.commands import with_console_scripts  # noqa: E402
 from nnunetv2_imnet.training.catalogue import ALL_TRAINERS  # noqa: E402
 
 DATASET = "Dataset004_Hippocampus"
@@ -45,7 +46,7 @@ DATASET = "Dataset004_Hippocampus"
 
 def plan_hippocampus(raw: Path) -> Tuple[dict, dict]:
     """nnU-Net's own fingerprint and plans for the real data (no preprocessing needed)."""
-    env = dict(os.environ, nnUNet_raw=str(raw.resolve()))
+    env = with_console_scripts(dict(os.environ, nnUNet_raw=str(raw.resolve())))
     env.pop("nnUNet_n_proc_DA", None)
     for command in (["nnUNetv2_extract_fingerprint", "-d", "4", "-np", "2"], ["nnUNetv2_plan_experiment", "-d", "4"]):
         subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL)
@@ -92,21 +93,24 @@ def synthetic_batches(trainer, count: int, seed: int) -> List[dict]:
 
 
 def training_state_bytes(trainer, batch: dict) -> int:
-    """Saved-for-backward tensors of one step plus parameters, gradients and optimizer state (CPU measure)."""
-    seen: Dict[int, int] = {}
+    """Memory held at the end of the forward pass, the peak of a step: tensors saved for backward plus parameters
+    and optimizer state (gradients are freed by ``zero_grad(set_to_none=True)`` before the forward)."""
+    saved: Dict[int, int] = {}
 
     def pack(tensor: torch.Tensor) -> torch.Tensor:
-        storage = tensor.untyped_storage()
-        seen[storage.data_ptr()] = storage.nbytes()
+        saved[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
         return tensor
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         trainer.train_step(batch)
+    # counted separately: during backward, gradients may reuse the addresses of freed activations
+    state: Dict[int, int] = {}
     for parameter in trainer.network.parameters():
-        for tensor in [parameter, parameter.grad] + list(trainer.optimizer.state.get(parameter, {}).values()):
+        for tensor in [parameter] + list(trainer.optimizer.state.get(parameter, {}).values()):
             if isinstance(tensor, torch.Tensor):
-                seen[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
-    return sum(seen.values())
+                state[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
+    parameters = {p.untyped_storage().data_ptr() for p in trainer.network.parameters()}
+    return sum(v for k, v in saved.items() if k not in parameters) + sum(state.values())
 
 
 def timed_step(trainer, batch: dict, device: torch.device) -> Tuple[float, float, int]:

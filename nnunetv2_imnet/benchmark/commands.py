@@ -12,15 +12,19 @@ from nnunetv2_imnet.benchmark.spec import PLANNERS, BenchmarkSpec, Job, Task
 PATH_VARIABLES = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
 
 
+def with_console_scripts(env: Dict[str, str]) -> Dict[str, str]:
+    """``env`` with this interpreter's script folder first on PATH: nnU-Net's console scripts sit there, also when
+    the environment is not activated."""
+    return {**env, "PATH": os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")])}
+
+
 def nnunet_environment(spec: BenchmarkSpec, training: bool) -> Dict[str, str]:
     """The environment for an nnU-Net command: the benchmark's own folders.
 
     ``nnUNet_n_proc_DA=0`` (augmentation in the main process) is the fastest setting on a 2-core CPU but breaks
     ``nnUNetv2_plan_and_preprocess``, so it is set for training on CPU only, and removed for everything else.
     """
-    env = dict(os.environ)
-    # nnU-Net's console scripts sit beside this interpreter, also when its environment is not activated
-    env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")])
+    env = with_console_scripts(dict(os.environ))
     env.update({"nnUNet_raw": str(spec.nnunet_raw()), "nnUNet_preprocessed": str(spec.nnunet_preprocessed()),
                 "nnUNet_results": str(spec.nnunet_results())})
     if training and spec.device == "cpu":
