@@ -13,8 +13,6 @@ from nnunetv2_imnet.training.network import Bottleneck, MIRegularisedNetwork, fi
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 
-
-
 def tiny_unet(ndim=3, architecture="plain", input_channels=1, strides=(1, 2, 2), deep_supervision=True, seed=0):
     torch.manual_seed(seed)
     conv = nn.Conv2d if ndim == 2 else nn.Conv3d
@@ -217,3 +215,46 @@ def test_mi_gradient_reaches_the_encoder_only_with_nonzero_weight(architecture, 
         assert all(p.grad is None for p in wrapper.decoder.parameters() if p not in set(wrapper.encoder.parameters()))
         for name, parameter in wrapper.mi_head.named_parameters():
             assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+
+
+# ------------------------------------------------------------------------------------------------ torch.compile
+def _loss_and_grads(network, x):
+    torch.manual_seed(1)  # the same negatives in both runs
+    output, mi = network(x)
+    loss = sum(o.float().mean() for o in output) + mi.loss
+    loss.backward()
+    return loss.detach(), {n: p.grad.clone() for n, p in network.named_parameters() if p.grad is not None}
+
+
+def test_compiled_wrapper_matches_eager_and_keeps_nan_guards():
+    """nnU-Net compiles the network on CUDA; the MI head's autograd function, gradient-weight buffer and parameter
+    hooks must survive dynamo and AOTAutograd (the ``aot_eager`` backend runs both without a GPU compiler)."""
+    import torch._dynamo
+    torch._dynamo.reset()
+    eager, patch = tiny_wrapper()
+    compiled_source, _ = tiny_wrapper()
+    compiled_source.load_state_dict(eager.state_dict())
+    compiled_source.mi_head.load_state_dict(eager.mi_head.state_dict())
+    compiled = torch.compile(compiled_source, backend="aot_eager")
+    x = torch.randn(2, 1, *patch)
+    for weight in (0.5, 0.0):  # a new weight must not need a new graph
+        eager.zero_grad(set_to_none=True)
+        compiled.zero_grad(set_to_none=True)
+        eager.mi_head.set_gradient_weight(weight)
+        compiled_source.mi_head.set_gradient_weight(weight)
+        eager_loss, eager_grads = _loss_and_grads(eager, x)
+        compiled_loss, compiled_grads = _loss_and_grads(compiled, x)
+        torch.testing.assert_close(compiled_loss, eager_loss)
+        assert eager_grads.keys() == {n.replace("_orig_mod.", "") for n in compiled_grads}
+        for name, grad in compiled_grads.items():
+            torch.testing.assert_close(grad, eager_grads[name.replace("_orig_mod.", "")], rtol=1e-4, atol=1e-6)
+    compiled.zero_grad(set_to_none=True)
+    poisoned = x.clone()
+    poisoned[0, 0, 0, 0, 0] = float("nan")
+    _, mi = compiled(poisoned)
+    mi.loss.backward()
+    assert not mi.finite and mi.loss.item() == 0.0
+    assert all(torch.isfinite(p.grad).all() for p in compiled_source.mi_head.parameters())
+    compiled.eval()
+    with torch.no_grad():
+        assert isinstance(compiled(x), list)  # eval mode: the segmentation alone
