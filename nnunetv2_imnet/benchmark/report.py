@@ -32,8 +32,11 @@ def write_report(spec: BenchmarkSpec, collected: Collected, out_dir: Path, comma
     if collected.missing:
         lines += [f"**Incomplete:** {len(collected.missing)} run(s) have not finished: "
                   + "; ".join(collected.missing), ""]
-    lines += ["## Leaderboard (5-fold cross-validation cases, nnU-Net's own validation with TTA)", "",
-              f"Mean ± sd over all validation cases of the folds run. NSD at {spec.nsd_tolerance_mm:g} mm "
+    folds = ", ".join(str(f) for f in sorted(validation["fold"].unique())) if not validation.empty else "none"
+    lines += ["## Leaderboard (cross-validation cases, nnU-Net's own validation with TTA)", "",
+              f"Mean ± sd over the validation cases of the folds run ({folds} of nnU-Net's 5-fold split"
+              + (f"; datasets trained under noise: folds {', '.join(map(str, spec.noise_folds))}" if spec.train_noise
+                 else "") + f"). NSD at {spec.nsd_tolerance_mm:g} mm "
               f"(MONAI `compute_surface_dice`). Rank: MSD-style significance ranking (one-sided Wilcoxon, "
               f"alpha 0.05, per class and metric, averaged), lower is better.", ""]
     ranks = msd_ranking(_long(validation)) if not validation.empty else pd.DataFrame()
@@ -53,7 +56,8 @@ def write_report(spec: BenchmarkSpec, collected: Collected, out_dir: Path, comma
     noise = cases[~cases["evaluation"].isin(["validation", "test"])]
     if not noise.empty:
         lines += ["## Noise robustness (validation cases corrupted at test time, no TTA)", "",
-                  "SNR = mean signal intensity / noise sigma. Mean foreground Dice:", "",
+                  "SNR = mean intensity of the voxels above the 10th percentile / noise sigma. For a dataset trained "
+                  "under noise the conditions add noise on top of its already noisy images. Mean foreground Dice:", "",
                   *_noise_table(noise), ""]
     plots = _plots(spec, collected, out_dir)
     lines += ["## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots] + [""]
