@@ -592,3 +592,25 @@ def test_warmup_weight_full_length_warmup():
     config = MIConfig(weight=1.0, warmup_fraction=1.0)
     assert warmup_weight(config, 250, 1000) == pytest.approx(0.25)
     assert warmup_weight(config, 1000, 1000) == 1.0
+
+
+@pytest.mark.parametrize("critic", CRITICS)
+def test_mi_head_computes_in_fp32_under_autocast(critic):
+    """nnU-Net trains under autocast; the head must score in fp32 whatever precision the encoder hands it
+    (CPU bfloat16 autocast stands in for CUDA fp16 here, which this machine cannot run)."""
+    torch.manual_seed(0)
+    config = MIConfig(critic=critic, critic_hidden_channels=8, batch_negatives=1, location_negatives=3)
+    head = build_mi_head(config, feature_channels=6, image_channels=1, stride=(2, 2, 2))
+    features = torch.randn(2, 6, 2, 3, 2).to(torch.bfloat16)
+    image = torch.randn(2, 1, 4, 6, 4)
+    seen_dtypes = []
+    head.critic.register_forward_hook(lambda module, inputs, output: seen_dtypes.append(output.dtype))
+    generator_state = torch.get_rng_state()
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        under_autocast = head(features, image)
+    torch.set_rng_state(generator_state)  # the same negatives
+    reference = head(features.float(), image)
+    assert seen_dtypes == [torch.float32, torch.float32]
+    assert under_autocast.loss.dtype == torch.float32
+    torch.testing.assert_close(under_autocast.loss, reference.loss)
+    torch.testing.assert_close(under_autocast.estimate, reference.estimate)
