@@ -2,7 +2,8 @@
 
 Both trainers are built by nnU-Net from the same plans (network, loss, optimizer, AMP and torch.compile exactly as
 in real training) and fed the same batches, alternating step by step (and alternating which goes first) so that
-drift in machine load hits both equally. Prints per-plan medians and the IMNet/baseline ratios.
+drift in machine load hits both equally. Prints per-plan medians, the IMNet/baseline ratios and, as a noise-free attribution,
+the time of the MI head alone (forward + backward on the plan's bottleneck) as a share of the step.
 
     python benchmarks/overhead.py                       # Hippocampus 3d_fullres and 2d plans + a large 3D plan
     python benchmarks/overhead.py --device cuda         # on a GPU: AMP and torch.compile as nnU-Net uses them
@@ -39,6 +40,7 @@ import torch  # noqa: E402
 from batchgenerators.utilities.file_and_folder_operations import load_json  # noqa: E402
 
 from nnunetv2_imnet.benchmark.commands import with_console_scripts  # noqa: E402
+from nnunetv2_imnet.training.network import find_bottleneck  # noqa: E402
 from nnunetv2_imnet.training.catalogue import ALL_TRAINERS  # noqa: E402
 
 DATASET = "Dataset004_Hippocampus"
@@ -133,6 +135,28 @@ def timed_step(trainer, batch: dict, device: torch.device) -> Tuple[float, float
     return seconds, torch.cuda.max_memory_allocated(device) / 2 ** 20, syncs
 
 
+def mi_head_seconds(trainer, batch: dict, device: torch.device, repeats: int = 20) -> float:
+    """Median forward + backward time of the MI head alone on this plan's bottleneck: the part of the step that
+    IMNet adds, measured without the noise of timing two whole U-Net steps against each other."""
+    network = trainer.unwrapped_network()
+    bottleneck = find_bottleneck(network.segmentation_network, trainer.num_input_channels,
+                                 trainer.configuration_manager.patch_size)
+    features = torch.randn(trainer.batch_size, bottleneck.channels, *bottleneck.grid, device=device,
+                           requires_grad=True)
+    image = batch["data"].to(device)
+    seconds = []
+    for _ in range(repeats + 2):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        network.mi_head(features, image).loss.backward()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        seconds.append(time.perf_counter() - start)
+    network.mi_head.zero_grad(set_to_none=True)
+    return statistics.median(seconds[2:])
+
+
 def compare(plans: dict, dataset_json: dict, configuration: str, steps: int, warmup: int, device: torch.device,
             baseline: str, candidate: str) -> dict:
     trainers = {n: make_trainer(n, plans, configuration, dataset_json, device) for n in (baseline, candidate)}
@@ -147,6 +171,7 @@ def compare(plans: dict, dataset_json: dict, configuration: str, steps: int, war
                 results[name]["cuda_mb"].append(cuda_mb)
                 results[name]["syncs"].append(syncs)
     state = {n: training_state_bytes(t, batches[0]) / 2 ** 20 for n, t in trainers.items()}
+    head_seconds = mi_head_seconds(trainers[candidate], batches[0], device)
     paired = [c / b for b, c in zip(results[baseline]["seconds"], results[candidate]["seconds"])]
     summary = {
         "configuration": configuration,
@@ -160,6 +185,8 @@ def compare(plans: dict, dataset_json: dict, configuration: str, steps: int, war
         "baseline_state_mb": state[baseline],
         "imnet_state_mb": state[candidate],
         "state_ratio": state[candidate] / state[baseline],
+        "mi_head_ms": 1000 * head_seconds,
+        "mi_head_share_of_baseline_step": head_seconds / statistics.median(results[baseline]["seconds"]),
         "mi_head_parameters": sum(p.numel() for p in trainers[candidate].unwrapped_network().mi_head.parameters()),
     }
     if device.type == "cuda":
@@ -177,6 +204,8 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--configurations", nargs="+", default=["3d_fullres", "2d", "large_3d"])
     parser.add_argument("--steps", type=int, default=10, help="measured steps per trainer (large_3d: a third)")
+    parser.add_argument("--large-steps", type=int, default=None, help="measured steps for large_3d (default: a third "
+                        "of --steps)")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--baseline", default="nnUNetTrainer_full")
     parser.add_argument("--candidate", default="nnUNetTrainerIMNet_full")
@@ -191,12 +220,12 @@ def main() -> None:
           f"{args.candidate} vs {args.baseline}", flush=True)
     rows = []
     for configuration in args.configurations:
-        steps = max(2, args.steps // 3) if configuration == "large_3d" else args.steps
+        steps = (args.large_steps or max(2, args.steps // 3)) if configuration == "large_3d" else args.steps
         row = compare(plans, dataset_json, configuration, steps, args.warmup, device, args.baseline, args.candidate)
         rows.append(row)
         print(json.dumps(row), flush=True)
     print("\n| plan | patch x batch | baseline s/step | IMNet s/step | time ratio (median of pairs, IQR) | "
-          "training memory MB baseline / IMNet | memory ratio |" + (" peak CUDA ratio | syncs/step |"
+          "training memory MB baseline / IMNet | memory ratio | MI head alone ms (share of step) |" + (" peak CUDA ratio | syncs/step |"
                                                                     if device.type == "cuda" else ""))
     for r in rows:
         cuda = (f" {r['peak_cuda_ratio']:.4f} | {r['baseline_syncs_per_step']:.1f} / {r['imnet_syncs_per_step']:.1f} |"
@@ -204,7 +233,8 @@ def main() -> None:
         print(f"| {r['configuration']} | {r['patch_size']} x {r['batch_size']} | {r['baseline_median_s']:.3f} | "
               f"{r['imnet_median_s']:.3f} | {r['time_ratio_median_of_pairs']:.4f} "
               f"({r['time_ratio_iqr'][0]:.3f}-{r['time_ratio_iqr'][1]:.3f}) | {r['baseline_state_mb']:.1f} / "
-              f"{r['imnet_state_mb']:.1f} | {r['state_ratio']:.4f} |{cuda}")
+              f"{r['imnet_state_mb']:.1f} | {r['state_ratio']:.4f} | {r['mi_head_ms']:.2f} "
+              f"({100 * r['mi_head_share_of_baseline_step']:.3f} %) |{cuda}")
     if args.json:
         args.json.write_text(json.dumps({"device": str(device), "rows": rows}, indent=1))
 
