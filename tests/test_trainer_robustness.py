@@ -304,6 +304,21 @@ def test_nonfinite_steps_are_counted_per_epoch() -> None:
     assert all(torch.isfinite(p).all() for p in trainer.network.parameters())
 
 
+@pytest.mark.parametrize("scale, warned", [(1.0, False), (1e4, True)], ids=["calibrated", "saturating"])
+def test_saturating_critic_is_flagged_in_the_log(scale: float, warned: bool, capsys) -> None:
+    plans, dataset_json, configuration = tiny_plans()
+    trainer = make_trainer(IMNET, plans, dataset_json, configuration, before_initialize=short_budget(2, 1))
+    with torch.no_grad():
+        mi_head(trainer).critic.weight.mul_(scale)
+    trainer.on_train_epoch_start()
+    trainer.on_train_epoch_end([trainer.train_step(synthetic_batches(trainer, 1)[0])])
+    largest = trainer.logger.get_value("mi_max_abs_score", 0)
+    assert (largest > 30) == warned
+    log = capsys.readouterr().out
+    assert f"max |critic score| {largest:.3g}" in log
+    assert ("WARNING: the MI critic is saturating" in log) == warned
+
+
 def test_too_many_consecutive_nonfinite_steps_raise() -> None:
     plans, dataset_json, configuration = tiny_plans()
     trainer = make_trainer(IMNET, plans, dataset_json, configuration,
