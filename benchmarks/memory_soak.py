@@ -113,7 +113,7 @@ def main() -> None:
     trainer.run_training()
     sampler.stop.set()
     sampler.join()
-    seconds, done, rss = (np.array(v) for v in zip(*sampler.samples))
+    _, done, rss = (np.array(v) for v in zip(*sampler.samples))
     half = done >= done.max() / 2
     slope = float(np.polyfit(done[half], rss[half], 1)[0]) * 100 if half.sum() > 2 else float("nan")
     quartiles = {f"{int(q * 100)}%": float(np.interp(q * done.max(), done, rss)) for q in (0.25, 0.5, 0.75, 1.0)}

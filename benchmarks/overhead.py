@@ -2,8 +2,8 @@
 
 Both trainers are built by nnU-Net from the same plans (network, loss, optimizer, AMP and torch.compile exactly as
 in real training) and fed the same batches, alternating step by step (and alternating which goes first) so that
-drift in machine load hits both equally. Prints per-plan medians, the IMNet/baseline ratios and, as a noise-free attribution,
-the time of the MI head alone (forward + backward on the plan's bottleneck) as a share of the step.
+drift in machine load hits both equally. Prints per-plan medians, the IMNet/baseline ratios and, as a noise-free
+attribution, the time of the MI head alone (forward + backward on the plan's bottleneck) as a share of the step.
 
     python benchmarks/overhead.py                       # Hippocampus 3d_fullres and 2d plans + a large 3D plan
     python benchmarks/overhead.py --device cuda         # on a GPU: AMP and torch.compile as nnU-Net uses them
@@ -224,9 +224,9 @@ def main() -> None:
         row = compare(plans, dataset_json, configuration, steps, args.warmup, device, args.baseline, args.candidate)
         rows.append(row)
         print(json.dumps(row), flush=True)
+    cuda_columns = " peak CUDA ratio | syncs/step |" if device.type == "cuda" else ""
     print("\n| plan | patch x batch | baseline s/step | IMNet s/step | time ratio (median of pairs, IQR) | "
-          "training memory MB baseline / IMNet | memory ratio | MI head alone ms (share of step) |" + (" peak CUDA ratio | syncs/step |"
-                                                                    if device.type == "cuda" else ""))
+          "training memory MB baseline / IMNet | memory ratio | MI head alone ms (share of step) |" + cuda_columns)
     for r in rows:
         cuda = (f" {r['peak_cuda_ratio']:.4f} | {r['baseline_syncs_per_step']:.1f} / {r['imnet_syncs_per_step']:.1f} |"
                 if device.type == "cuda" else "")

@@ -119,7 +119,8 @@ def cmd_job(args: argparse.Namespace) -> None:
     runner = BenchmarkRunner(BenchmarkSpec.load(Path(args.spec)))
     jobs = runner.spec.jobs(runner.prepare_raw())
     if not 0 <= args.index < len(jobs):
-        raise SystemExit(f"error: --index {args.index} is out of range: the spec has {len(jobs)} jobs (0-{len(jobs) - 1}).")
+        raise SystemExit(f"error: --index {args.index} is out of range: the spec has {len(jobs)} jobs "
+                         f"(0-{len(jobs) - 1}).")
     runner.run_job(jobs[args.index])
 
 

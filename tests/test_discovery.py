@@ -75,8 +75,8 @@ def test_plain_pip_install_registers_the_installed_trainers_folder(tmp_path):
     environment = tmp_path / "env"
     venv.EnvBuilder(with_pip=False).create(environment)
     python = environment / "bin" / "python"
-    target = Path(subprocess.check_output([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                                          text=True).strip())
+    purelib = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
+    target = Path(subprocess.check_output([str(python), "-c", purelib], text=True).strip())
     # dependencies (torch, nnU-Net, ...) come from this environment; its own .pth hooks are not processed there
     (target / "dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     install = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target),

@@ -22,7 +22,8 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _reference_space_to_depth(image, factor):
-    """Loop implementation: channel ``c * prod(f) + flat(offset)`` at grid cell ``g`` is ``image[c, g * f + offset]``."""
+    """Loop implementation: channel ``c * prod(f) + flat(offset)`` at grid cell ``g`` is
+    ``image[c, g * f + offset]``."""
     batch, channels, *spatial = image.shape
     grid = [s // f for s, f in zip(spatial, factor)]
     out = torch.empty(batch, channels * math.prod(factor), *grid, dtype=image.dtype)
