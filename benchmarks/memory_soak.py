@@ -10,7 +10,7 @@ them. ``nnUNetTrainerIMNet`` trains in this process through nnU-Net's own ``run_
 ``--iterations-per-epoch`` steps with validation and checkpoints between them) while a thread records the resident
 set size every second. The script prints RSS at the quartiles of the run and a least-squares slope over the
 second half (after start-up and the first allocations), and fails if that slope exceeds ``--max-growth-mb``
-per 100 iterations.
+per 100 iterations. Ctrl-C (SIGINT) ends the run early and reports what was measured up to then.
 """
 from __future__ import annotations
 
@@ -55,15 +55,25 @@ class RssSampler(threading.Thread):
     def __init__(self, trainer, period: float = 1.0) -> None:
         super().__init__(daemon=True)
         self.trainer, self.period = trainer, period
+        self.steps_done = 0
+        train_step = trainer.train_step
+
+        def counted_train_step(batch: dict) -> dict:  # counts the steps of any trainer, across epochs
+            output = train_step(batch)
+            self.steps_done += 1
+            return output
+
+        trainer.train_step = counted_train_step
         self.samples: List[Tuple[float, int, float]] = []
         self.stop = threading.Event()
         self.start_time = time.monotonic()
 
     def run(self) -> None:
         while not self.stop.is_set():
-            done = self.trainer.current_epoch * self.trainer.num_iterations_per_epoch + \
-                getattr(self.trainer, "_iteration_in_epoch", 0)
-            self.samples.append((time.monotonic() - self.start_time, done, rss_mb()))
+            self.samples.append((time.monotonic() - self.start_time, self.steps_done, rss_mb()))
+            if len(self.samples) % 60 == 0:
+                seconds, done, rss = self.samples[-1]
+                print(f"[soak] {seconds:.0f} s, {done} iterations, RSS {rss:.0f} MB", flush=True)
             self.stop.wait(self.period)
 
 
@@ -110,14 +120,18 @@ def main() -> None:
     sampler = RssSampler(trainer)
     sampler.start()
     started = time.monotonic()
-    trainer.run_training()
+    try:
+        trainer.run_training()
+    except KeyboardInterrupt:
+        print(f"interrupted: reporting the {sampler.samples[-1][1]} iterations done", flush=True)
     sampler.stop.set()
     sampler.join()
     _, done, rss = (np.array(v) for v in zip(*sampler.samples))
     half = done >= done.max() / 2
     slope = float(np.polyfit(done[half], rss[half], 1)[0]) * 100 if half.sum() > 2 else float("nan")
     quartiles = {f"{int(q * 100)}%": float(np.interp(q * done.max(), done, rss)) for q in (0.25, 0.5, 0.75, 1.0)}
-    result = {"trainer": args.trainer, "iterations": int(done.max()), "patch": [128, 128, 128], "batch": 2,
+    result = {"trainer": args.trainer, "iterations": int(done.max()), "planned_iterations": args.iterations,
+              "patch": [128, 128, 128], "batch": 2,
               "width_divisor": args.width_divisor, "wall_seconds": round(time.monotonic() - started),
               "rss_mb_at_fraction_of_run": quartiles, "rss_mb_max": float(rss.max()),
               "second_half_slope_mb_per_100_iterations": slope}
