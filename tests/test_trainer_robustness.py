@@ -7,6 +7,7 @@ weight's warm-up and the cost logging. Every trainer is a real nnU-Net trainer b
 from __future__ import annotations
 
 import copy
+import gc
 import math
 import os
 import signal
@@ -14,6 +15,7 @@ import struct
 import subprocess
 import sys
 import time
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Dict, Iterator, Optional, Tuple
@@ -616,3 +618,38 @@ def test_cost_logging_and_progress_plot(name: str, panels: int, tmp_path: Path) 
     for png in (plot_folder / "progress.png", output_folder / "progress.png"):
         width, height = png_size(png)
         assert height * 18 == width * 8 * (3 + panels)
+
+
+# ------------------------------------------------------------------------------------------------ 5. no leak
+def live_tensors() -> Tuple[int, int]:
+    """(number, bytes) of the tensors Python can reach, storages shared between views counted once."""
+    gc.collect()
+    with warnings.catch_warnings():  # the scan touches torch.distributed's deprecated reduce_op
+        warnings.simplefilter("ignore", FutureWarning)
+        tensors = [o for o in gc.get_objects() if torch.is_tensor(o)]
+    storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tensors}
+    return len(tensors), sum(storages.values())
+
+
+@pytest.mark.parametrize("name", [IMNET, PLAIN])
+def test_full_epochs_retain_no_tensors(name: str) -> None:
+    """A leak that grows RSS over a long run must show here first: after the optimizer's state exists (first
+    epoch), further epochs of nnU-Net's loop (train steps, MI logging, validation, checkpoint and progress.png)
+    leave exactly the same tensors alive. ``benchmarks/memory_soak.py`` measures the process RSS at scale."""
+    plans, dataset_json, configuration = tiny_plans()
+    trainer = make_trainer(name, plans, dataset_json, configuration, before_initialize=short_budget(4, 2))
+    trainer.save_every = 1
+    batches = synthetic_batches(trainer, 2)
+
+    def epoch() -> None:
+        trainer.on_epoch_start()
+        run_epoch(trainer, batches)
+        trainer.on_validation_epoch_start()
+        trainer.on_validation_epoch_end([trainer.validation_step(batch) for batch in batches[:1]])
+        trainer.on_epoch_end()
+
+    epoch()
+    after_first = live_tensors()
+    for _ in range(3):
+        epoch()
+    assert live_tensors() == after_first
