@@ -1,56 +1,72 @@
 """Does IMNet training hold its memory steady? A large-patch 3D run on synthetic data, with RSS sampled over time.
 
-    python benchmarks/memory_soak.py --iterations 300
+    python benchmarks/memory_soak.py --iterations 300 --json imnet.json
+    python benchmarks/memory_soak.py --iterations 300 --trainer nnUNetTrainer_full --json baseline.json
+    python benchmarks/memory_soak.py --report imnet.json baseline.json      # the two side by side
 
 A synthetic 3D dataset is planned and preprocessed by nnU-Net; its 3d_fullres configuration is then set to a
 128^3 patch, batch 2 and 6 stages (nnU-Net's plan for a 1 mm isotropic whole-organ volume). On a 2-core CPU the
 network's widths are divided by ``--width-divisor`` (default 4) so that a few hundred iterations take minutes
 rather than hours; patch, batch, depth, data loading, augmentation, validation and the MI head are as nnU-Net runs
-them. ``nnUNetTrainerIMNet`` trains in this process through nnU-Net's own ``run_training`` (epochs of
-``--iterations-per-epoch`` steps with validation and checkpoints between them) while a thread records the resident
-set size every second. The script prints RSS at the quartiles of the run and a least-squares slope over the
-second half (after start-up and the first allocations), and fails if that slope exceeds ``--max-growth-mb``
-per 100 iterations. Ctrl-C (SIGINT) ends the run early and reports what was measured up to then.
+them. The trainer (``nnUNetTrainerIMNet`` unless ``--trainer`` says otherwise) trains in this process through
+nnU-Net's own ``run_training`` (epochs of ``--iterations-per-epoch`` steps with validation and checkpoints between
+them) while a thread records the resident set size every second, split into anonymous memory (tensors, heap) and
+file-backed pages (shared libraries, memory-mapped preprocessed cases).
+
+RSS swings by the size of a step's activations within every step, so the script summarises it per epoch (min,
+median, 90th percentile, max) and measures growth as the least-squares slope of the per-epoch medians after the
+first epoch (start-up and first allocations); it fails if that slope exceeds ``--max-growth-mb`` per 100
+iterations. Ctrl-C (SIGINT) ends the run early and reports what was measured up to then. ``--report`` prints
+saved runs side by side without training: run the baseline with the same arguments to see which part of any
+growth is nnU-Net's own.
 """
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import List, Tuple
+from typing import List
 
 WORK = Path(tempfile.mkdtemp(prefix="imnet_soak_"))
+atexit.register(shutil.rmtree, WORK, ignore_errors=True)
 for _name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
     os.environ[_name] = str(WORK / _name)  # before nnU-Net is imported
 os.environ.setdefault("nnUNet_n_proc_DA", "0")
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from batchgenerators.utilities.file_and_folder_operations import load_json, save_json  # noqa: E402
 
 from nnunetv2_imnet.benchmark.synthetic import make_synthetic_dataset  # noqa: E402
 from nnunetv2_imnet.benchmark.commands import with_console_scripts  # noqa: E402
+from nnunetv2_imnet.benchmark.rss import SAMPLE_FIELDS, epoch_windows, growth_mb_per_100, rss_report  # noqa: E402
 from nnunetv2_imnet.training.catalogue import ALL_TRAINERS  # noqa: E402
 
 DATASET_ID = 991
 
 
-def rss_mb() -> float:
+def memory_mb() -> List[float]:
+    """RSS, anonymous RSS and file-backed RSS of this process in MB."""
+    fields = {}
     with open("/proc/self/status") as status:
         for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS in /proc/self/status")
+            key, _, value = line.partition(":")
+            fields[key] = value
+    try:
+        return [int(fields[key].split()[0]) / 1024 for key in ("VmRSS", "RssAnon", "RssFile")]
+    except KeyError as missing:
+        raise RuntimeError(f"/proc/self/status has no {missing}: this script needs Linux") from None
 
 
 class RssSampler(threading.Thread):
-    """Samples (seconds, iterations done, RSS MB) every ``period`` seconds."""
+    """Samples ``SAMPLE_FIELDS`` every ``period`` seconds while the trainer trains."""
 
     def __init__(self, trainer, period: float = 1.0) -> None:
         super().__init__(daemon=True)
@@ -64,17 +80,24 @@ class RssSampler(threading.Thread):
             return output
 
         trainer.train_step = counted_train_step
-        self.samples: List[Tuple[float, int, float]] = []
+        self.samples: List[List[float]] = []
         self.stop = threading.Event()
         self.start_time = time.monotonic()
 
     def run(self) -> None:
         while not self.stop.is_set():
-            self.samples.append((time.monotonic() - self.start_time, self.steps_done, rss_mb()))
+            self.samples.append([time.monotonic() - self.start_time, self.steps_done, *memory_mb()])
             if len(self.samples) % 60 == 0:
-                seconds, done, rss = self.samples[-1]
-                print(f"[soak] {seconds:.0f} s, {done} iterations, RSS {rss:.0f} MB", flush=True)
+                seconds, done, rss, anon, mapped = self.samples[-1]
+                print(f"[soak] {seconds:.0f} s, {done} iterations, RSS {rss:.0f} MB (anonymous {anon:.0f}, "
+                      f"file-backed {mapped:.0f})", flush=True)
             self.stop.wait(self.period)
+
+
+def load_run(path: Path) -> dict:
+    run = json.loads(path.read_text())
+    run.setdefault("iterations_per_epoch", 50)  # the default of runs saved before it was recorded
+    return run
 
 
 def prepare(width_divisor: int) -> str:
@@ -103,9 +126,17 @@ def main() -> None:
     parser.add_argument("--iterations-per-epoch", type=int, default=50)
     parser.add_argument("--width-divisor", type=int, default=4)
     parser.add_argument("--trainer", default="nnUNetTrainerIMNet")
-    parser.add_argument("--max-growth-mb", type=float, default=50.0, help="allowed RSS slope per 100 iterations")
-    parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--max-growth-mb", type=float, default=50.0,
+                        help="allowed slope of the per-epoch median RSS, MB per 100 iterations")
+    parser.add_argument("--json", type=Path, default=None, help="save the run (summary and every sample)")
+    parser.add_argument("--report", type=Path, nargs="+", default=None, metavar="JSON",
+                        help="print saved runs side by side and exit")
     args = parser.parse_args()
+    if args.report:
+        print(rss_report([load_run(path) for path in args.report]))
+        return
+    if args.trainer not in ALL_TRAINERS:
+        sys.exit(f"Unknown trainer {args.trainer!r}; use one of: {', '.join(sorted(ALL_TRAINERS))}")
     torch.set_num_threads(os.cpu_count() or 1)
     dataset = prepare(args.width_divisor)
     preprocessed = Path(os.environ["nnUNet_preprocessed"]) / dataset
@@ -123,23 +154,23 @@ def main() -> None:
     try:
         trainer.run_training()
     except KeyboardInterrupt:
-        print(f"interrupted: reporting the {sampler.samples[-1][1]} iterations done", flush=True)
+        print(f"interrupted: reporting the {sampler.steps_done} iterations done", flush=True)
     sampler.stop.set()
     sampler.join()
-    _, done, rss = (np.array(v) for v in zip(*sampler.samples))
-    half = done >= done.max() / 2
-    slope = float(np.polyfit(done[half], rss[half], 1)[0]) * 100 if half.sum() > 2 else float("nan")
-    quartiles = {f"{int(q * 100)}%": float(np.interp(q * done.max(), done, rss)) for q in (0.25, 0.5, 0.75, 1.0)}
-    result = {"trainer": args.trainer, "iterations": int(done.max()), "planned_iterations": args.iterations,
-              "patch": [128, 128, 128], "batch": 2,
-              "width_divisor": args.width_divisor, "wall_seconds": round(time.monotonic() - started),
-              "rss_mb_at_fraction_of_run": quartiles, "rss_mb_max": float(rss.max()),
-              "second_half_slope_mb_per_100_iterations": slope}
-    print(json.dumps(result, indent=1))
+    run = {"trainer": args.trainer, "iterations": sampler.steps_done, "planned_iterations": args.iterations,
+           "iterations_per_epoch": args.iterations_per_epoch, "patch": [128, 128, 128], "batch": 2,
+           "width_divisor": args.width_divisor, "wall_seconds": round(time.monotonic() - started),
+           "sample_fields": SAMPLE_FIELDS, "samples": sampler.samples}
+    windows = epoch_windows(run["samples"], args.iterations_per_epoch)
+    run["growth_mb_per_100_iterations"] = growth = growth_mb_per_100(windows)
+    run["rss_mb_max"] = max(w["max"] for w in windows)
     if args.json:
-        args.json.write_text(json.dumps({**result, "samples": sampler.samples}))
-    if not slope <= args.max_growth_mb:
-        sys.exit(f"RSS grew by {slope:.1f} MB per 100 iterations over the second half (limit {args.max_growth_mb})")
+        args.json.write_text(json.dumps(run))
+    print(rss_report([run]))
+    if not growth <= args.max_growth_mb:
+        sys.exit(f"The per-epoch median RSS grew by {growth:.1f} MB per 100 iterations after the first epoch "
+                 f"(limit {args.max_growth_mb}). Run the baseline with the same arguments (--trainer "
+                 f"nnUNetTrainer_full) and compare with --report to see which part is nnU-Net's own.")
 
 
 if __name__ == "__main__":

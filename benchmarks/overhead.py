@@ -19,9 +19,11 @@ saved for backward plus parameters and optimizer state, each storage counted onc
 from __future__ import annotations
 
 import argparse
+import atexit
 import copy
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -32,6 +34,7 @@ from pathlib import Path
 from typing import Dict, List, Tuple
 
 WORK = Path(tempfile.mkdtemp(prefix="imnet_overhead_"))
+atexit.register(shutil.rmtree, WORK, ignore_errors=True)
 for _name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
     os.environ[_name] = str(WORK / _name)  # nnU-Net reads these at import time
 
