@@ -156,6 +156,8 @@ def cmd_demo(args: argparse.Namespace) -> None:
     print("The smoke budget trains for a few iterations: these numbers show the pipeline works, not which "
           "method is better. Use --budget cpu or full on real data for that.")
     print(f"full report: {path}\nplots: {', '.join(str(p) for p in sorted(path.parent.glob('*.png')))}")
+    if not args.work:
+        print(f"everything the demo wrote is in {work} (about 180 MB; delete it when done)")
     print(f"demo finished in {time.monotonic() - started:.0f} s")
 
 
