@@ -16,24 +16,30 @@ file-backed pages (shared libraries, memory-mapped preprocessed cases).
 RSS swings by the size of a step's activations within every step, so the script summarises it per epoch (min,
 median, 90th percentile, max) and measures growth as the least-squares slope of the per-epoch medians after the
 first epoch (start-up and first allocations); it fails if that slope exceeds ``--max-growth-mb`` per 100
-iterations. Ctrl-C (SIGINT) ends the run early and reports what was measured up to then. ``--report`` prints
-saved runs side by side without training: run the baseline with the same arguments to see which part of any
-growth is nnU-Net's own.
+iterations. It also samples glibc's malloc statistics: RSS that grows while the memory malloc has handed out stays
+flat is free memory malloc keeps (fragmentation), not memory the program holds. Ctrl-C (SIGINT) or SIGTERM (a
+scheduler's time limit) ends the run early and reports what was measured up to then. ``--report`` prints saved
+runs side by side without training: run the baseline with the same arguments to see which part of any growth is
+nnU-Net's own.
 """
 from __future__ import annotations
 
 import argparse
 import atexit
+import ctypes
+import ctypes.util
 import json
+import math
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import List
+from typing import Callable, List, Optional
 
 WORK = Path(tempfile.mkdtemp(prefix="imnet_soak_"))
 atexit.register(shutil.rmtree, WORK, ignore_errors=True)
@@ -52,17 +58,38 @@ from nnunetv2_imnet.training.catalogue import ALL_TRAINERS  # noqa: E402
 DATASET_ID = 991
 
 
-def memory_mb() -> List[float]:
-    """RSS, anonymous RSS and file-backed RSS of this process in MB."""
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+
+def _mallinfo2() -> Optional[Callable[[], _MallInfo2]]:
+    """glibc's ``mallinfo2`` (2.33 and later): what malloc has handed out and what it holds free, all arenas;
+    None where the C library has none (the two fields are then NaN)."""
+    function = getattr(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6"), "mallinfo2", None)
+    if function is not None:
+        function.restype = _MallInfo2
+    return function
+
+
+def memory_mb(mallinfo: Optional[Callable[[], _MallInfo2]]) -> List[float]:
+    """RSS, anonymous RSS, file-backed RSS, malloc'd memory in use and malloc's free memory of this process, MB.
+
+    RSS that grows while malloc's in-use memory stays flat is memory malloc keeps for reuse (fragmentation),
+    not memory the program still holds."""
     fields = {}
     with open("/proc/self/status") as status:
         for line in status:
             key, _, value = line.partition(":")
             fields[key] = value
     try:
-        return [int(fields[key].split()[0]) / 1024 for key in ("VmRSS", "RssAnon", "RssFile")]
+        rss = [int(fields[key].split()[0]) / 1024 for key in ("VmRSS", "RssAnon", "RssFile")]
     except KeyError as missing:
         raise RuntimeError(f"/proc/self/status has no {missing}: this script needs Linux") from None
+    if mallinfo is None:
+        return rss + [math.nan, math.nan]
+    info = mallinfo()
+    return rss + [(info.uordblks + info.hblkhd) / 2**20, info.fordblks / 2**20]
 
 
 class RssSampler(threading.Thread):
@@ -82,15 +109,16 @@ class RssSampler(threading.Thread):
         trainer.train_step = counted_train_step
         self.samples: List[List[float]] = []
         self.stop = threading.Event()
+        self.mallinfo = _mallinfo2()
         self.start_time = time.monotonic()
 
     def run(self) -> None:
         while not self.stop.is_set():
-            self.samples.append([time.monotonic() - self.start_time, self.steps_done, *memory_mb()])
+            self.samples.append([time.monotonic() - self.start_time, self.steps_done, *memory_mb(self.mallinfo)])
             if len(self.samples) % 60 == 0:
-                seconds, done, rss, anon, mapped = self.samples[-1]
+                seconds, done, rss, anon, mapped, in_use, free = self.samples[-1]
                 print(f"[soak] {seconds:.0f} s, {done} iterations, RSS {rss:.0f} MB (anonymous {anon:.0f}, "
-                      f"file-backed {mapped:.0f})", flush=True)
+                      f"file-backed {mapped:.0f}; malloc in use {in_use:.0f}, free {free:.0f})", flush=True)
             self.stop.wait(self.period)
 
 
@@ -118,6 +146,10 @@ def prepare(width_divisor: int) -> str:
         n_conv_per_stage=[2] * stages, n_conv_per_stage_decoder=[2] * (stages - 1))
     save_json(plans, str(plans_file), sort_keys=False)
     return dataset.name
+
+
+def _stop_early(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def main() -> None:
@@ -148,6 +180,7 @@ def main() -> None:
     trainer.num_epochs = max(1, args.iterations // args.iterations_per_epoch)
     trainer.num_val_iterations_per_epoch = 2
     trainer.save_every = 1
+    signal.signal(signal.SIGTERM, _stop_early)
     sampler = RssSampler(trainer)
     sampler.start()
     started = time.monotonic()
@@ -167,7 +200,10 @@ def main() -> None:
     if args.json:
         args.json.write_text(json.dumps(run))
     print(rss_report([run]))
-    if not growth <= args.max_growth_mb:
+    if math.isnan(growth):
+        sys.exit(f"Too few epochs to measure growth: {sampler.steps_done} iterations in epochs of "
+                 f"{args.iterations_per_epoch}; the slope needs at least 3 epochs.")
+    if growth > args.max_growth_mb:
         sys.exit(f"The per-epoch median RSS grew by {growth:.1f} MB per 100 iterations after the first epoch "
                  f"(limit {args.max_growth_mb}). Run the baseline with the same arguments (--trainer "
                  f"nnUNetTrainer_full) and compare with --report to see which part is nnU-Net's own.")

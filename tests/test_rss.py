@@ -8,16 +8,21 @@ from nnunetv2_imnet.benchmark.rss import epoch_windows, growth_mb_per_100, rss_r
 
 
 def soak_samples(steps: int, growth_per_step: float, spike_mb: float = 1000.0, first_epoch_extra: float = 0.0,
-                 split: bool = False) -> list:
+                 split: bool = False, malloc: bool = False) -> list:
     """One sample per step: a linear trend plus a step's activations on every other sample (RSS swings within a
-    step), and optionally extra memory during the first 50 steps (start-up)."""
+    step), and optionally extra memory during the first 50 steps (start-up). With ``malloc`` the trend is memory
+    malloc holds free (fragmentation) while the memory in use only swings."""
     samples = []
     for step in range(steps + 1):
-        anon = 800 + growth_per_step * step + (spike_mb if step % 2 else 0.0) + (first_epoch_extra if step < 50
-                                                                                  else 0.0)
+        activations = spike_mb if step % 2 else 0.0
+        anon = 800 + growth_per_step * step + activations + (first_epoch_extra if step < 50 else 0.0)
         mapped = 200.0
         row = [float(step), step, anon + mapped]
-        samples.append(row + [anon, mapped] if split else row)
+        if split or malloc:
+            row += [anon, mapped]
+        if malloc:
+            row += [500.0 + activations, 100.0 + growth_per_step * step]
+        samples.append(row)
     return samples
 
 
@@ -49,12 +54,21 @@ def test_anonymous_and_file_backed_memory_are_summarised_separately() -> None:
     assert growth_mb_per_100(windows, "file") == pytest.approx(0.0, abs=1e-9)
 
 
+def test_fragmentation_is_told_apart_from_memory_in_use() -> None:
+    windows = epoch_windows(soak_samples(300, 0.3, malloc=True), 50)
+    assert (windows[1]["in_use"], windows[1]["free"]) == (1000.0, pytest.approx(100.0 + 0.3 * 74.5, abs=0.3))
+    assert growth_mb_per_100(windows, "anon") == pytest.approx(30.0)
+    assert growth_mb_per_100(windows, "in_use") == pytest.approx(0.0, abs=1e-9)
+    assert growth_mb_per_100(windows, "free") == pytest.approx(30.0)
+
+
 def test_growth_needs_two_epochs_after_the_first() -> None:
     assert np.isnan(growth_mb_per_100(epoch_windows(soak_samples(100, 0.3), 50)))
 
 
 @pytest.mark.parametrize("samples, per_epoch, message", [
-    ([[0.0, 0, 1.0, 2.0]], 50, r"samples must be rows of .* got shape \(1, 4\)"),
+    ([[0.0, 0, 1.0, 2.0]], 50, r"samples must be rows of the first 3, 5 or all of .* got shape \(1, 4\)"),
+    ([[0.0, 0, 1.0, 2.0, 3.0, 4.0]], 50, r"got shape \(1, 6\)"),
     ([], 50, r"got shape \(0,\)"),
     ([[0.0, 0, 1.0]], 0, "iterations_per_epoch must be >= 1, got 0"),
 ])
@@ -71,6 +85,8 @@ def test_report_interleaves_runs_and_states_growth() -> None:
     assert [line.split(" | ")[:2] for line in lines[2:8]] == [
         ["| 0-49", "nnUNetTrainerIMNet"], ["| 0-49", "nnUNetTrainer"], ["| 50-99", "nnUNetTrainerIMNet"],
         ["| 50-99", "nnUNetTrainer"], ["| 100-149", "nnUNetTrainerIMNet"], ["| 100-149", "nnUNetTrainer"]]
+    assert lines[0].endswith("| max | anonymous (median) | file-backed (median) |")
+    assert lines[2].endswith("| 200 |") and lines[3].endswith("| - | - |")  # the second run has RSS only
     assert lines[-2] == "nnUNetTrainerIMNet: growth after the first epoch, MB per 100 iterations: median +30.0, " \
                         "anon +30.0, file +0.0"
     assert lines[-1] == "nnUNetTrainer: growth after the first epoch, MB per 100 iterations: median +0.0"
