@@ -3,7 +3,9 @@
 - per-epoch cost logging (train-step seconds per iteration and peak memory), so that baseline and IMNet costs
   are measured the same way in the same runs, and
 - crash-safe checkpoints (write to a temporary file, then rename), so a kill during a write never destroys the
-  checkpoint that ``--c`` continues from.
+  checkpoint that ``--c`` continues from, and
+- the C heap's free pages returned to the OS after every epoch (``release_heap_every_epoch``), so that allocator
+  fragmentation does not creep into the memory a long run holds (see ``heap.py``).
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from torch._dynamo import OptimizedModule
 from torch.nn.parallel import DistributedDataParallel
 
 from nnunetv2_imnet.training.checkpoint import atomic_torch_save
+from nnunetv2_imnet.training.heap import release_free_heap_memory
 from nnunetv2_imnet.training.logging import PanelLocalLogger
 
 COST_KEYS = ("train_seconds_per_iteration", "peak_memory_mb")
@@ -32,6 +35,8 @@ class nnUNetTrainerMeasured(nnUNetTrainer):
         self.logger.local_logger = PanelLocalLogger(self.logger.local_logger.verbose)
         self.logger.local_logger.add_panel("training cost", COST_KEYS)
         self._epoch_train_start = 0.0
+        #: return free heap pages to the OS after every epoch (glibc only; a few ms per epoch)
+        self.release_heap_every_epoch = True
 
     def initialize(self) -> None:
         if not self.was_initialized:
@@ -68,6 +73,11 @@ class nnUNetTrainerMeasured(nnUNetTrainer):
         super().on_train_epoch_end(train_outputs)
         self.logger.log("train_seconds_per_iteration", seconds, self.current_epoch)
         self.logger.log("peak_memory_mb", self._peak_memory_mb(), self.current_epoch)
+
+    def on_epoch_end(self) -> None:
+        super().on_epoch_end()
+        if self.release_heap_every_epoch:
+            release_free_heap_memory()
 
     def _peak_memory_mb(self) -> float:
         """Peak CUDA memory allocated this epoch on GPU; on CPU the process's peak resident set size."""
