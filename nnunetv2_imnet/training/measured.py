@@ -35,7 +35,7 @@ class nnUNetTrainerMeasured(nnUNetTrainer):
         self.logger.local_logger = PanelLocalLogger(self.logger.local_logger.verbose)
         self.logger.local_logger.add_panel("training cost", COST_KEYS)
         self._epoch_train_start = 0.0
-        #: return free heap pages to the OS after every epoch (glibc only; a few ms per epoch)
+        #: return free heap pages to the OS after every epoch (glibc only; ~0.1 s to release 1 GB, once per epoch)
         self.release_heap_every_epoch = True
 
     def initialize(self) -> None:
