@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import argparse
 import atexit
-import ctypes
-import ctypes.util
 import json
 import math
 import os
@@ -39,7 +37,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import List
 
 WORK = Path(tempfile.mkdtemp(prefix="imnet_soak_"))
 atexit.register(shutil.rmtree, WORK, ignore_errors=True)
@@ -54,29 +52,14 @@ from nnunetv2_imnet.benchmark.synthetic import make_synthetic_dataset  # noqa: E
 from nnunetv2_imnet.benchmark.commands import with_console_scripts  # noqa: E402
 from nnunetv2_imnet.benchmark.rss import SAMPLE_FIELDS, epoch_windows, growth_mb_per_100, rss_report  # noqa: E402
 from nnunetv2_imnet.training.catalogue import ALL_TRAINERS  # noqa: E402
+from nnunetv2_imnet.training.heap import malloc_usage_mb  # noqa: E402
 
 DATASET_ID = 991
 
 
-class _MallInfo2(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_size_t) for name in (
-        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
-
-
-def _mallinfo2() -> Optional[Callable[[], _MallInfo2]]:
-    """glibc's ``mallinfo2`` (2.33 and later): what malloc has handed out and what it holds free, all arenas;
-    None where the C library has none (the two fields are then NaN)."""
-    function = getattr(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6"), "mallinfo2", None)
-    if function is not None:
-        function.restype = _MallInfo2
-    return function
-
-
-def memory_mb(mallinfo: Optional[Callable[[], _MallInfo2]]) -> List[float]:
-    """RSS, anonymous RSS, file-backed RSS, malloc'd memory in use and malloc's free memory of this process, MB.
-
-    RSS that grows while malloc's in-use memory stays flat is memory malloc keeps for reuse (fragmentation),
-    not memory the program still holds."""
+def memory_mb() -> List[float]:
+    """RSS, anonymous RSS, file-backed RSS, malloc'd memory in use and malloc's free memory of this process, MB
+    (the last two NaN without glibc)."""
     fields = {}
     with open("/proc/self/status") as status:
         for line in status:
@@ -86,10 +69,7 @@ def memory_mb(mallinfo: Optional[Callable[[], _MallInfo2]]) -> List[float]:
         rss = [int(fields[key].split()[0]) / 1024 for key in ("VmRSS", "RssAnon", "RssFile")]
     except KeyError as missing:
         raise RuntimeError(f"/proc/self/status has no {missing}: this script needs Linux") from None
-    if mallinfo is None:
-        return rss + [math.nan, math.nan]
-    info = mallinfo()
-    return rss + [(info.uordblks + info.hblkhd) / 2**20, info.fordblks / 2**20]
+    return rss + list(malloc_usage_mb() or (math.nan, math.nan))
 
 
 class RssSampler(threading.Thread):
@@ -97,7 +77,7 @@ class RssSampler(threading.Thread):
 
     def __init__(self, trainer, period: float = 1.0) -> None:
         super().__init__(daemon=True)
-        self.trainer, self.period = trainer, period
+        self.period = period
         self.steps_done = 0
         train_step = trainer.train_step
 
@@ -109,12 +89,11 @@ class RssSampler(threading.Thread):
         trainer.train_step = counted_train_step
         self.samples: List[List[float]] = []
         self.stop = threading.Event()
-        self.mallinfo = _mallinfo2()
         self.start_time = time.monotonic()
 
     def run(self) -> None:
         while not self.stop.is_set():
-            self.samples.append([time.monotonic() - self.start_time, self.steps_done, *memory_mb(self.mallinfo)])
+            self.samples.append([time.monotonic() - self.start_time, self.steps_done, *memory_mb()])
             if len(self.samples) % 60 == 0:
                 seconds, done, rss, anon, mapped, in_use, free = self.samples[-1]
                 print(f"[soak] {seconds:.0f} s, {done} iterations, RSS {rss:.0f} MB (anonymous {anon:.0f}, "

@@ -1,9 +1,12 @@
-"""Returning the C heap's free pages to the OS (``nnunetv2_imnet.training.heap``) and its use after each epoch."""
+"""Returning the C heap's free pages to the OS (``nnunetv2_imnet.training.heap``), its use after each epoch, and
+malloc's in-use and free memory as the memory soak samples them."""
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -21,28 +24,43 @@ def anonymous_rss_mb() -> float:
     raise RuntimeError("no RssAnon in /proc/self/status")
 
 
-def test_fragmented_free_memory_is_returned() -> None:
-    """Free 15 of every 16 heap blocks: the kept ones pin the heap, so free() alone cannot shrink it (RSS stays);
-    malloc_trim(0) gives the free pages between them back."""
+@contextmanager
+def fragmented_heap(block_size: int = 64 * 1024, count: int = 4000) -> Iterator[None]:
+    """``count`` resident heap blocks (below glibc's mmap threshold; 250 MB in all) of which 15 in 16 are then
+    freed: the kept ones pin the heap, so free() alone cannot shrink it."""
     libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
     libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
     libc.free.argtypes = [ctypes.c_void_p]
-    size, count = 64 * 1024, 4000  # below glibc's mmap threshold: from the heap; 250 MB in all
-    blocks = [libc.malloc(size) for _ in range(count)]
+    blocks = [libc.malloc(block_size) for _ in range(count)]
     assert all(blocks)
     try:
         for block in blocks:
-            ctypes.memset(block, 1, size)  # make the pages resident
+            ctypes.memset(block, 1, block_size)  # make the pages resident
         for index, block in enumerate(blocks):
             if index % 16:
                 libc.free(block)
+        yield
+    finally:
+        for block in blocks[::16]:
+            libc.free(block)
+
+
+def test_fragmented_free_memory_is_returned() -> None:
+    """malloc_trim(0) gives back the free pages between the pinning blocks."""
+    with fragmented_heap():
         pinned = anonymous_rss_mb()
         assert heap.release_free_heap_memory()
         released = pinned - anonymous_rss_mb()
         assert released > 150, f"only {released:.0f} MB of ~234 MB of free heap were returned"
-    finally:
-        for block in blocks[::16]:
-            libc.free(block)
+
+
+def test_malloc_usage_tells_memory_in_use_from_free_memory() -> None:
+    in_use_before, free_before = heap.malloc_usage_mb()
+    with fragmented_heap():
+        in_use, free = heap.malloc_usage_mb()
+        # 250 kept blocks of 64 KB in use (16 MB), the 3750 freed ones (234 MB) held free
+        assert in_use - in_use_before == pytest.approx(250 * 64 / 1024, abs=8)
+        assert free - free_before > 200
 
 
 @pytest.mark.parametrize("enabled", [True, False])

@@ -12,22 +12,45 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 from functools import lru_cache
-from typing import Callable, Optional
+from typing import Any, Callable, Optional, Tuple
 
 
 @lru_cache(maxsize=1)
-def _malloc_trim() -> Optional[Callable[[int], int]]:
+def _libc() -> Optional[ctypes.CDLL]:
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
     except OSError:
         return None
-    function = getattr(libc, "malloc_trim", None)
+
+
+def _libc_function(name: str, argtypes: list, restype: Any) -> Optional[Callable[..., Any]]:
+    """The C library's ``name``, typed; None where it has none (not glibc, or glibc too old)."""
+    function = getattr(_libc(), name, None) if _libc() is not None else None
     if function is not None:
-        function.argtypes, function.restype = [ctypes.c_size_t], ctypes.c_int
+        function.argtypes, function.restype = argtypes, restype
     return function
+
+
+def _malloc_trim() -> Optional[Callable[[int], int]]:
+    return _libc_function("malloc_trim", [ctypes.c_size_t], ctypes.c_int)
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
 
 
 def release_free_heap_memory() -> bool:
     """Return free heap pages to the OS; True if the C library can (glibc) and released anything."""
     trim = _malloc_trim()
     return bool(trim(0)) if trim is not None else False
+
+
+def malloc_usage_mb() -> Optional[Tuple[float, float]]:
+    """(memory malloc has handed out, memory it holds free) in MB, all arenas, from glibc's ``mallinfo2`` (2.33
+    and later); None elsewhere. RSS that grows while the first stays flat is the second: fragmentation."""
+    mallinfo2 = _libc_function("mallinfo2", [], _MallInfo2)
+    if mallinfo2 is None:
+        return None
+    info = mallinfo2()
+    return (info.uordblks + info.hblkhd) / 2**20, info.fordblks / 2**20
