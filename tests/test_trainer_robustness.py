@@ -33,7 +33,8 @@ from nnunetv2_imnet.training.checkpoint import atomic_torch_save
 from nnunetv2_imnet.training.imnet_trainer import MI_HEALTH_KEYS, MI_KEYS, MITermDiverged
 from nnunetv2_imnet.training.measured import COST_KEYS
 from nnunetv2_imnet.training.network import MIRegularisedNetwork, find_bottleneck
-from trainer_helpers import make_trainer, nnunet_folders, run_epoch, synthetic_batches, tiny_plans
+from trainer_helpers import (make_trainer, nnunet_folders, run_epoch, run_full_epoch, synthetic_batches,
+                             tiny_plans)
 
 REPO = Path(__file__).resolve().parents[1]
 IMNET = "nnUNetTrainerIMNet_smoke"
@@ -597,12 +598,7 @@ def test_cost_logging_and_progress_plot(name: str, panels: int, tmp_path: Path) 
     plans, dataset_json, configuration = tiny_plans()
     trainer = make_trainer(name, plans, dataset_json, configuration, before_initialize=short_budget(2, 2))
     trainer.save_every = 1
-    batches = synthetic_batches(trainer, 2)
-    trainer.on_epoch_start()
-    run_epoch(trainer, batches)
-    trainer.on_validation_epoch_start()
-    trainer.on_validation_epoch_end([trainer.validation_step(batch) for batch in batches[:1]])
-    trainer.on_epoch_end()  # nnU-Net's epoch end: writes checkpoints and progress.png to the output folder
+    run_full_epoch(trainer, synthetic_batches(trainer, 2))  # writes checkpoints and progress.png
 
     assert trainer.logger.get_value("train_seconds_per_iteration", 0) > 0
     assert trainer.logger.get_value("peak_memory_mb", 0) > 50  # the process's peak RSS, torch included
@@ -638,16 +634,8 @@ def test_full_epochs_retain_no_tensors(name: str) -> None:
     trainer = make_trainer(name, plans, dataset_json, configuration, before_initialize=short_budget(4, 2))
     trainer.save_every = 1
     batches = synthetic_batches(trainer, 2)
-
-    def epoch() -> None:
-        trainer.on_epoch_start()
-        run_epoch(trainer, batches)
-        trainer.on_validation_epoch_start()
-        trainer.on_validation_epoch_end([trainer.validation_step(batch) for batch in batches[:1]])
-        trainer.on_epoch_end()
-
-    epoch()
+    run_full_epoch(trainer, batches)
     after_first = live_tensors()
     for _ in range(3):
-        epoch()
+        run_full_epoch(trainer, batches)
     assert live_tensors() == after_first

@@ -210,3 +210,13 @@ def run_epoch(trainer: nnUNetTrainer, batches: Sequence[dict]) -> List[dict]:
     outputs = [trainer.train_step(batch) for batch in batches]
     trainer.on_train_epoch_end(outputs)
     return outputs
+
+
+def run_full_epoch(trainer: nnUNetTrainer, batches: Sequence[dict]) -> None:
+    """One epoch of nnU-Net's ``run_training`` without its data loaders: training on ``batches``, validation on
+    the first, and ``on_epoch_end`` (logging, checkpoints, progress.png)."""
+    trainer.on_epoch_start()
+    run_epoch(trainer, batches)
+    trainer.on_validation_epoch_start()
+    trainer.on_validation_epoch_end([trainer.validation_step(batch) for batch in batches[:1]])
+    trainer.on_epoch_end()
