@@ -39,7 +39,9 @@ def _add_benchmark_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plans", nargs="+", default=["nnUNetPlans"],
                         help="plans identifiers, e.g. nnUNetPlans nnUNetResEncUNetMPlans (ResEnc presets as further "
                              "baselines); the first is the baseline's")
-    parser.add_argument("--folds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--folds", type=int, nargs="*", default=[0, 1, 2, 3, 4],
+                        help="folds trained on the clean datasets; none (--folds with no value) trains only the "
+                             "noisy copies of --train-noise")
     parser.add_argument("--budget", choices=list(BUDGETS), default="full",
                         help="; ".join(f"{b.name}: {b.description}" for b in BUDGETS.values()))
     parser.add_argument("--device", choices=["cuda", "cpu", "mps"], default=None, help="default: cuda if available")

@@ -108,6 +108,9 @@ class BenchmarkSpec:
             raise ValueError(f"nsd_tolerance_mm must be > 0, got {self.nsd_tolerance_mm}.")
         if not self.datasets:
             raise ValueError("Give at least one dataset id.")
+        if not self.folds and not (self.train_noise and self.noise_folds):
+            raise ValueError("Nothing to train: no folds on the clean datasets and no noisy copies. Give --folds, "
+                             "or --train-noise KIND:SNR with --noise-folds.")
         return self
 
     # ------------------------------------------------------------------ layout
