@@ -11,13 +11,20 @@ Indices are flat positions in the ``B*N`` location-major view vectors. Sampling 
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Dict, Optional, Tuple
 
 import torch
 
+_GridKey = Tuple[int, int, torch.device]
+_Grids = Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+
 
 class NegativeSampler:
-    """Builds ``(B, N, 1 + K)`` candidate indices: column 0 is the positive, the rest are negatives."""
+    """Builds ``(B, N, 1 + K)`` candidate indices: column 0 is the positive, the rest are negatives.
+
+    The index grids that do not depend on the draw are kept per batch size, location count and device: the
+    sampler runs every training step, and rebuilding them cost more operator calls than the draw itself.
+    """
 
     def __init__(self, batch_negatives: int = 8, location_negatives: int = 8) -> None:
         if batch_negatives < 0 or location_negatives < 0:
@@ -27,6 +34,7 @@ class NegativeSampler:
             raise ValueError("batch_negatives and location_negatives are both 0: the MI estimate needs negatives.")
         self.batch_negatives = batch_negatives
         self.location_negatives = location_negatives
+        self._grids: Dict[_GridKey, _Grids] = {}
 
     def num_negatives(self, batch_size: int, num_locations: int) -> int:
         """How many negatives each anchor gets: batch negatives need B > 1, location negatives N > 1."""
@@ -34,21 +42,36 @@ class NegativeSampler:
         from_locations = self.location_negatives if num_locations > 1 else 0
         return from_batch + from_locations
 
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_grids": {}}  # copies and checkpoints carry no cached index tensors
+
+    def _index_grids(self, batch_size: int, num_locations: int, device: torch.device) -> _Grids:
+        """``(images, locations, images * N, images * N + locations)``, each broadcastable to ``(B, N, 1)``."""
+        key = (batch_size, num_locations, torch.device(device))
+        grids = None if torch.compiler.is_compiling() else self._grids.get(key)
+        if grids is None:
+            images = torch.arange(batch_size, device=device).view(-1, 1, 1)
+            locations = torch.arange(num_locations, device=device).view(1, -1, 1)
+            offsets = images * num_locations
+            grids = (images, locations, offsets, offsets + locations)
+            if not torch.compiler.is_compiling():
+                self._grids[key] = grids
+        return grids
+
     def __call__(self, batch_size: int, num_locations: int, device: torch.device,
                  generator: Optional[torch.Generator] = None) -> torch.Tensor:
         if self.num_negatives(batch_size, num_locations) == 0:
             raise ValueError(f"No negative pairs are possible with batch size {batch_size} and {num_locations} "
                              f"bottleneck location(s). Use a batch size > 1 or a patch size that leaves more than one "
                              f"bottleneck location.")
-        images = torch.arange(batch_size, device=device).view(-1, 1, 1)
-        locations = torch.arange(num_locations, device=device).view(1, -1, 1)
-        columns = [images * num_locations + locations]
+        images, locations, offsets, positives = self._index_grids(batch_size, num_locations, device)
+        columns = [positives.expand(batch_size, num_locations, 1)]
         if batch_size > 1 and self.batch_negatives:
             shift = torch.randint(1, batch_size, (batch_size, num_locations, self.batch_negatives),
                                   device=device, generator=generator)
-            columns.append(((images + shift) % batch_size) * num_locations + locations)
+            columns.append(shift.add_(images).remainder_(batch_size).mul_(num_locations).add_(locations))
         if num_locations > 1 and self.location_negatives:
             shift = torch.randint(1, num_locations, (batch_size, num_locations, self.location_negatives),
                                   device=device, generator=generator)
-            columns.append(images * num_locations + (locations + shift) % num_locations)
+            columns.append(shift.add_(locations).remainder_(num_locations).add_(offsets))
         return torch.cat(columns, dim=-1)
