@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 
 Estimator = Callable[[torch.Tensor], Tuple[torch.Tensor, torch.Tensor]]
+#: ``scores (M, 1 + K)`` -> ``(loss, mi, d loss / d scores)``, the same loss and MI as the estimator of that name
+EstimatorWithGradient = Callable[[torch.Tensor], Tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
 
 
 def _split(scores: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -58,3 +60,54 @@ def donsker_varadhan(scores: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
 
 
 ESTIMATORS: Dict[str, Estimator] = {"jsd": jsd, "infonce": infonce, "dv": donsker_varadhan}
+
+
+# ----------------------------------------------------------------------------------------------- with gradients
+# The MI head evaluates the estimator as one autograd node (see ``head.py``): each function below returns the
+# estimator's loss and MI together with the loss's gradient with respect to the scores, in a few operators.
+_JSDConstants = Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+_JSD_CONSTANTS: Dict[Tuple[int, int, torch.device], _JSDConstants] = {}
+
+
+def _jsd_constants(anchors: int, pairs: int, device: torch.device) -> _JSDConstants:
+    """Per column: the sign that makes both BCE terms a softplus, each class's averaging weight, and both; log 2.
+
+    Kept per shape and device (not while torch.compile traces, which folds them into the graph anyway)."""
+    key = (anchors, pairs, device)
+    if key in _JSD_CONSTANTS and not torch.compiler.is_compiling():
+        return _JSD_CONSTANTS[key]
+    sign = torch.ones(pairs, device=device)
+    sign[0] = -1.0
+    weights = torch.full((pairs,), 0.5 / (anchors * (pairs - 1)), device=device)
+    weights[0] = 0.5 / anchors
+    constants = (sign, weights, sign * weights, torch.tensor(math.log(2.0), device=device))
+    if not torch.compiler.is_compiling():
+        _JSD_CONSTANTS[key] = constants
+    return constants
+
+
+def jsd_with_gradient(scores: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``jsd``: BCE(p, 1) = softplus(-p) and BCE(n, 0) = softplus(n), so one softplus over sign-flipped scores."""
+    sign, weights, signed_weights, log_2 = _jsd_constants(scores.shape[0], scores.shape[1], scores.device)
+    flipped = scores * sign
+    loss = (F.softplus(flipped) * weights).sum()
+    return loss, log_2 - loss, torch.sigmoid(flipped).mul_(signed_weights)
+
+
+def infonce_with_gradient(scores: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    loss, mi = infonce(scores)
+    grad = torch.softmax(scores, dim=-1)
+    grad[:, 0] -= 1.0
+    return loss, mi, grad.div_(scores.shape[0])
+
+
+def donsker_varadhan_with_gradient(scores: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    loss, mi = donsker_varadhan(scores)
+    grad = torch.empty_like(scores)
+    grad[:, 0] = -1.0 / scores.shape[0]
+    grad[:, 1:] = torch.softmax(scores[:, 1:].reshape(-1), dim=0).view(scores.shape[0], -1)
+    return loss, mi, grad
+
+
+ESTIMATORS_WITH_GRADIENT: Dict[str, EstimatorWithGradient] = {
+    "jsd": jsd_with_gradient, "infonce": infonce_with_gradient, "dv": donsker_varadhan_with_gradient}
