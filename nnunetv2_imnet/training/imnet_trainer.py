@@ -122,10 +122,10 @@ class nnUNetTrainerIMNet(nnUNetTrainerMeasured):
         # the critic trains on the full MI loss; the network receives `weight` times its gradient (see MIHead)
         self._backward_and_step(segmentation_loss + mi.loss)
 
-        # one device-to-host copy per step, as nnU-Net's own train_step makes for its loss
-        seg, mi_loss, estimate, finite, max_abs = torch.stack([
-            segmentation_loss.detach().float(), mi.loss.detach(), mi.estimate, mi.finite.float(),
-            mi.max_abs_score]).cpu().numpy()
+        # one device-to-host copy per step, as nnU-Net's own train_step makes for its loss (no_grad: no detaches)
+        with torch.no_grad():
+            logged = torch.stack([_fp32(segmentation_loss), mi.loss, mi.estimate, mi.finite.float(), mi.max_abs_score])
+        seg, mi_loss, estimate, finite, max_abs = logged.cpu().numpy()
         self._iteration_in_epoch += 1
         self._track_nonfinite(bool(finite), float(max_abs))
         nan = float("nan")
@@ -216,6 +216,10 @@ class nnUNetTrainerIMNet(nnUNetTrainerMeasured):
                 f"{filename} was written by {state.get('trainer_name')} with different MI options ({described}); "
                 f"{type(self).__name__} cannot continue it. Continue with -tr {state.get('trainer_name')}, or "
                 f"start a new run with -pretrained_weights {filename} to take over the segmentation network only.")
+
+
+def _fp32(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor if tensor.dtype == torch.float32 else tensor.float()
 
 
 def _nanmean(values: np.ndarray) -> float:
