@@ -65,7 +65,7 @@ class NegativeSampler:
                              f"bottleneck location(s). Use a batch size > 1 or a patch size that leaves more than one "
                              f"bottleneck location.")
         images, locations, offsets, positives = self._index_grids(batch_size, num_locations, device)
-        columns = [positives.expand(batch_size, num_locations, 1)]
+        columns = [positives]  # (B, N, 1) already
         if batch_size > 1 and self.batch_negatives:
             shift = torch.randint(1, batch_size, (batch_size, num_locations, self.batch_negatives),
                                   device=device, generator=generator)
