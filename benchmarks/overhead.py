@@ -11,13 +11,15 @@ GPU, CUDA runtime call) and, on a GPU, the CUDA device events (kernels, copies).
 on the machine's load, so the MI term's cost can be checked on a CPU: where a step is bound by dispatch, as small
 nnU-Net patches are on a GPU, every extra operator costs wall time.
 
+    python benchmarks/overhead.py                       # the committed Hippocampus plans: 3d_fullres, 2d, large_3d
     python benchmarks/overhead.py --preprocessed $nnUNet_preprocessed/Dataset004_Hippocampus
     python benchmarks/overhead.py --plans nnUNetPlans.json --configurations 3d_fullres --pairs 20 --compile off
-    python benchmarks/overhead.py                       # plan the raw Hippocampus data first (needs SimpleITK)
+    python benchmarks/overhead.py --raw ../shared/data  # plan the raw Hippocampus data first (needs SimpleITK)
 
 Plans: an nnU-Net plans file (``--plans``, with the ``dataset.json`` beside it unless ``--dataset-json`` says
-otherwise), a preprocessed dataset folder (``--preprocessed``), or nnU-Net's planner run on the raw Hippocampus
-data (``--raw``, default ``../shared/data``). Only the plans are read, never images. ``large_3d`` is nnU-Net's
+otherwise), a preprocessed dataset folder (``--preprocessed``), nnU-Net's planner run on the raw Hippocampus data
+(``--raw``), or by default the plans nnU-Net 2.8.1 made for the shared Hippocampus data, committed in
+``benchmarks/plans``. Only the plans are read, never images. ``large_3d`` is nnU-Net's
 3d_fullres template at a 128^3 patch, batch 2, 6 stages (what nnU-Net plans for a 1 mm isotropic whole-organ
 volume). Batches are synthetic (the step cost does not depend on the content).
 
@@ -56,17 +58,21 @@ from nnunetv2_imnet.training.catalogue import ALL_TRAINERS  # noqa: E402
 from nnunetv2_imnet.training.network import find_bottleneck  # noqa: E402
 
 DATASET = "Dataset004_Hippocampus"
+#: what nnU-Net 2.8.1 plans for the shared Hippocampus data (nnUNetv2_plan_experiment -d 4)
+HIPPOCAMPUS_PLANS = Path(__file__).resolve().parent / "plans" / DATASET / "nnUNetPlans.json"
 COMPILE = {"on": "true", "off": "false"}  # nnU-Net's nnUNet_compile; "nnunet" leaves nnU-Net's default (CUDA: on)
 
 
 def load_plans(plans: Optional[Path], dataset_json: Optional[Path], preprocessed: Optional[Path],
-               raw: Path) -> Tuple[dict, dict]:
-    """Plans and dataset.json from a plans file, a preprocessed dataset folder, or by planning the raw data."""
+               raw: Optional[Path]) -> Tuple[dict, dict]:
+    """Plans and dataset.json from a plans file, a preprocessed dataset folder, by planning the raw data, or else
+    the committed Hippocampus plans."""
     if preprocessed is not None:
         plans = plans or preprocessed / "nnUNetPlans.json"
         dataset_json = dataset_json or preprocessed / "dataset.json"
-    if plans is None:
+    if plans is None and raw is not None:
         return plan_hippocampus(raw)
+    plans = plans or HIPPOCAMPUS_PLANS
     dataset_json = dataset_json or plans.parent / "dataset.json"
     for path, what in ((plans, "plans file"), (dataset_json, "dataset.json")):
         if not path.is_file():
@@ -268,13 +274,13 @@ def compare(plans: dict, dataset_json: dict, configuration: str, steps: int, war
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    source = parser.add_argument_group("plans (one of; default: plan the raw data)")
+    source = parser.add_argument_group("plans (one of; default: benchmarks/plans/Dataset004_Hippocampus)")
     source.add_argument("--plans", type=Path, default=None, help="an nnU-Net plans file, e.g. nnUNetPlans.json")
     source.add_argument("--dataset-json", type=Path, default=None, help="default: dataset.json beside --plans")
     source.add_argument("--preprocessed", type=Path, default=None,
                         help="a preprocessed dataset folder holding nnUNetPlans.json and dataset.json")
-    source.add_argument("--raw", type=Path, default=Path(__file__).resolve().parents[1].parent / "shared" / "data",
-                        help="nnU-Net raw folder holding Dataset004_Hippocampus, planned when no plans are given")
+    source.add_argument("--raw", type=Path, default=None, help="plan anew: an nnU-Net raw folder holding "
+                        "Dataset004_Hippocampus (e.g. ../shared/data; needs SimpleITK)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--configurations", nargs="+", default=["3d_fullres", "2d", "large_3d"],
                         help="configurations of the plans, and large_3d (derived from 3d_fullres)")
