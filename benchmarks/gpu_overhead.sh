@@ -26,9 +26,10 @@ done
 site=$(mktemp -d)
 "$python" -m pip install -q --no-index --no-deps --no-compile --target "$site" "$bundle"/whl/*.whl || exit 3
 export PYTHONPATH="$site:$bundle/stub:$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 PYTHONWARNINGS=ignore
-{ git rev-parse HEAD 2>/dev/null; git status --short 2>/dev/null | head -20; date -u; nvidia-smi -L 2>&1
-  "$python" -c "import torch, nnunetv2, nnunetv2_imnet.training.catalogue as c; print('torch', torch.__version__,
-    'cuda', torch.version.cuda, torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU', c.__file__)"
+{ git rev-parse HEAD 2>/dev/null; git status --short 2>/dev/null | head -20; date -u; nvidia-smi -L 2>/dev/null
+  "$python" -c "import torch, nnunetv2, SimpleITK, nnunetv2_imnet.training.catalogue as c; print('torch',
+    torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name() if torch.cuda.is_available() else
+    'no GPU'); print('modules:', nnunetv2.__file__, SimpleITK.__file__, c.__file__)"
 } 2>&1 | tee "$out/environment.txt"
 [[ ${PIPESTATUS[0]} == 0 ]] || { echo "torch, nnU-Net or this project does not import: see above"; exit 4; }
 
