@@ -9,8 +9,9 @@ from torch import nn
 
 from nnunetv2_imnet.mi.config import MIConfig
 from nnunetv2_imnet.mi.critics import BilinearCritic, ConcatCritic
-from nnunetv2_imnet.mi.estimators import ESTIMATORS, ESTIMATORS_WITH_GRADIENT
+from nnunetv2_imnet.mi.estimators import ESTIMATORS
 from nnunetv2_imnet.mi.negatives import NegativeSampler
+from nnunetv2_imnet.mi.nodes import Estimate, LocationMajor, fp32
 from nnunetv2_imnet.mi.views import InterpolateView, PatchView, PointwiseEmbedding
 
 
@@ -21,63 +22,6 @@ class MIOutput(NamedTuple):
     estimate: torch.Tensor
     finite: torch.Tensor
     max_abs_score: torch.Tensor
-
-
-class _LocationMajor(torch.autograd.Function):
-    """Features ``(B, C, *S)`` in, contiguous fp32 location-major features ``(B, N, C)`` out; backward multiplies
-    by ``weight`` and zeroes non-finite entries.
-
-    Sits where the bottleneck enters the MI head: it is the only path from the MI loss into the segmentation
-    network, so the network receives ``weight`` times the MI gradient and never a NaN or Inf from it. One node
-    for the cast, the reshaping and the guard keeps the per-step operator count down.
-    """
-
-    @staticmethod
-    def forward(ctx, features: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(weight)
-        ctx.shape, ctx.dtype = features.shape, features.dtype
-        location_major = features.flatten(2).transpose(1, 2)
-        # one copy, the cast included
-        return location_major.new_empty(location_major.shape, dtype=torch.float32).copy_(location_major)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        (weight,) = ctx.saved_tensors
-        grad = grad.transpose(1, 2).reshape(ctx.shape) * weight
-        grad = grad.nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
-        return (grad if grad.dtype == ctx.dtype else grad.to(ctx.dtype)), None
-
-
-class _Estimate(torch.autograd.Function):
-    """Scores in; the MI loss (0 where it is not finite), the estimate, finiteness and the largest |score| out.
-
-    One autograd node: the loss's gradient with respect to the scores comes from ``ESTIMATORS_WITH_GRADIENT``,
-    computed with the loss, and is zero for a step whose loss is not finite (as ``torch.where`` would make it).
-    """
-
-    @staticmethod
-    def forward(ctx, scores: torch.Tensor, estimator: str, temperature: float):
-        ctx.set_materialize_grads(False)
-        scaled = scores if temperature == 1.0 else scores / temperature
-        loss, estimate, grad = ESTIMATORS_WITH_GRADIENT[estimator](scaled.view(-1, scaled.shape[-1]))
-        # 0 where the loss is finite, NaN where not: exp() of it keeps the gradient or floods it with NaN, which
-        # the exits into the network and the parameters zero, so a non-finite step passes no gradient at all
-        nonfinite_marker = loss - loss
-        finite = nonfinite_marker == nonfinite_marker  # torch.isfinite(loss) in 2 operators instead of 9
-        grad = grad.mul_(nonfinite_marker.exp())
-        ctx.save_for_backward((grad if temperature == 1.0 else grad.div_(temperature)).view(scores.shape))
-        max_abs_score = torch.linalg.vector_norm(scaled, math.inf)
-        ctx.mark_non_differentiable(estimate, finite, max_abs_score)
-        return loss.nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0), estimate, finite, max_abs_score
-
-    @staticmethod
-    def backward(ctx, grad_loss: torch.Tensor, *unused: torch.Tensor):
-        (grad,) = ctx.saved_tensors
-        return grad * grad_loss, None, None
-
-
-def _fp32(tensor: torch.Tensor) -> torch.Tensor:
-    return tensor if tensor.dtype == torch.float32 else tensor.float()
 
 
 def _zero_nonfinite(grad: torch.Tensor) -> torch.Tensor:
@@ -133,12 +77,12 @@ class MIHead(nn.Module):
                              f"size and 2 or 3 spatial axes; got {tuple(features.shape)} and {tuple(image.shape)}.")
         with torch.autocast(device_type=features.device.type, enabled=False):
             grid = features.shape[2:]
-            anchors = _LocationMajor.apply(features, self.gradient_weight)  # (B, N, Cf), fp32
-            views = self.view(_fp32(image), grid)
-            views = views.view(views.shape[0], views.shape[1], -1).transpose(1, 2)  # (B, N, Cv)
+            anchors = LocationMajor.apply(features, self.gradient_weight)  # (B, N, Cf), fp32
+            views = self.view(fp32(image), grid)
+            views = views.flatten(2).transpose(1, 2)  # (B, N, Cv)
             candidates = self.sampler(features.shape[0], math.prod(grid), features.device)
             scores = self.critic(anchors, views, candidates)
-            return MIOutput(*_Estimate.apply(scores, self.estimator_name, self.temperature))
+            return MIOutput(*Estimate.apply(scores, self.estimator_name, self.temperature))
 
 
 def build_mi_head(config: MIConfig, feature_channels: int, image_channels: int,
