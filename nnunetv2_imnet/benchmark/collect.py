@@ -13,8 +13,8 @@ import torch
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from nnunetv2_imnet.benchmark.metrics import case_id, case_nsd, dice_per_case
-from nnunetv2_imnet.benchmark.runner import training_done
 from nnunetv2_imnet.benchmark.spec import BenchmarkSpec, Job
+from nnunetv2_imnet.naming import training_done
 
 Label = Union[int, Tuple[int, ...]]
 CASE_COLUMNS = ["dataset", "configuration", "plans", "trainer", "method", "fold", "evaluation", "case", "class",

@@ -21,24 +21,11 @@ from typing import Dict, Iterator, List, Optional, Sequence, TextIO, Tuple
 from nnunetv2_imnet.benchmark import commands
 from nnunetv2_imnet.benchmark.noise import corrupt_cases, derive_noisy_dataset
 from nnunetv2_imnet.benchmark.spec import BenchmarkSpec, Job
-
-CHECKPOINTS = ("checkpoint_final.pth", "checkpoint_latest.pth", "checkpoint_best.pth")
+from nnunetv2_imnet.naming import CHECKPOINTS, find_dataset_folder, noisy_dataset_name, training_done
 
 
 class CommandFailed(RuntimeError):
     pass
-
-
-def find_dataset_folder(raw_root: Path, dataset_id: int) -> Path:
-    matches = sorted(Path(raw_root).glob(f"Dataset{dataset_id:03d}_*"))
-    if not matches:
-        raise FileNotFoundError(f"No dataset with id {dataset_id} (a folder Dataset{dataset_id:03d}_<name>) in "
-                                f"{raw_root}. Pass the nnU-Net raw folder that holds it with --raw.")
-    return matches[0]
-
-
-def training_done(fold_dir: Path) -> bool:
-    return (fold_dir / "checkpoint_final.pth").is_file() and (fold_dir / "validation" / "summary.json").is_file()
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child
@@ -109,7 +96,7 @@ class BenchmarkRunner:
             if self.dry_run:
                 print(f"# derive {noisy.kind} noise at SNR {noisy.snr:g} from {source.name} as dataset "
                       f"{noisy.dataset_id} in {raw}", file=self.out)
-                folder = raw / f"Dataset{noisy.dataset_id:03d}_{source.name.split('_', 1)[1]}-{noisy.kind}{noisy.snr:g}"
+                folder = raw / noisy_dataset_name(source.name, noisy.dataset_id, noisy.kind, noisy.snr)
             else:
                 with self._timed(f"derive dataset {noisy.dataset_id}"):
                     folder = derive_noisy_dataset(source, raw, noisy.dataset_id, noisy.kind, noisy.snr,
@@ -202,9 +189,8 @@ class BenchmarkRunner:
         out = self.spec.evaluation_dir(job, condition)
         predictions = out / "predictions"
         predict = commands.predict(job, inputs, predictions, self.spec.device, tta)
-        dataset = self.spec.nnunet_results() / job.task.dataset / \
-            f"{job.trainer_class}__{job.method.plans}__{job.task.configuration}"
-        evaluate = commands.evaluate(labels, predictions, dataset / "dataset.json", dataset / "plans.json")
+        model = self.spec.model_dir(job)
+        evaluate = commands.evaluate(labels, predictions, model / "dataset.json", model / "plans.json")
         if (predictions / "summary.json").is_file():
             self._show(predict, done=True)
             self._show(evaluate, done=True)

@@ -19,6 +19,7 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from torch._dynamo import OptimizedModule
 from torch.nn.parallel import DistributedDataParallel
 
+from nnunetv2_imnet.naming import dataset_id
 from nnunetv2_imnet.training.checkpoint import atomic_torch_save
 from nnunetv2_imnet.training.heap import release_free_heap_memory
 from nnunetv2_imnet.training.logging import PanelLocalLogger
@@ -50,10 +51,9 @@ class nnUNetTrainerMeasured(nnUNetTrainer):
         if folder is None or (os.path.isdir(folder) and any(
                 not name.endswith((".pkl", ".json")) for name in os.listdir(folder))):
             return
-        dataset_id = self.plans_manager.dataset_name[len("Dataset"):len("Dataset") + 3]
         raise FileNotFoundError(
             f"No preprocessed data for configuration '{self.configuration_name}' of {self.plans_manager.dataset_name} "
-            f"in {folder}. Preprocess it first: nnUNetv2_preprocess -d {int(dataset_id)} -c {self.configuration_name} "
+            f"in {folder}. Preprocess it first: nnUNetv2_preprocess -d {dataset_id(self.plans_manager.dataset_name)} -c {self.configuration_name} "
             f"-plans_name {self.plans_manager.plans_name}")
 
     def unwrapped_network(self) -> torch.nn.Module:
