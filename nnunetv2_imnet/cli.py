@@ -179,9 +179,9 @@ def cmd_make_noisy(args: argparse.Namespace) -> None:
 
 
 def cmd_trainers(args: argparse.Namespace) -> None:
-    from nnunetv2_imnet.training.catalogue import ALL_TRAINERS
+    from nnunetv2_imnet.training.catalogue import ALL_TRAINERS, description
     for name, cls in sorted(ALL_TRAINERS.items()):
-        print(f"{name:40s} {(cls.__doc__ or '').strip().splitlines()[0] if cls.__doc__ else ''}")
+        print(f"{name:40s} {description(cls)}")
 
 
 def cmd_check(args: argparse.Namespace) -> None:

@@ -23,6 +23,12 @@ BASE_TRAINERS: Dict[str, Type[nnUNetTrainer]] = {
 }
 
 
+def description(trainer: Type[nnUNetTrainer]) -> str:
+    """The first line of the trainer's own docstring (not inherited): what ``nnunetv2-imnet trainers`` prints."""
+    lines = (vars(trainer).get("__doc__") or "").strip().splitlines()
+    return lines[0] if lines else ""
+
+
 def _budget_trainers() -> Dict[str, Type[nnUNetTrainer]]:
     """Every trainer on every budget; the baseline's budget classes are measured."""
     bases = {BASELINE_TRAINER: nnUNetTrainerMeasured,

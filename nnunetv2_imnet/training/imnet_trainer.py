@@ -5,7 +5,7 @@ Everything else (planning, preprocessing, augmentation, schedule, validation, in
 from __future__ import annotations
 
 import functools
-from typing import Any, Dict, List, Optional
+from typing import Any, ClassVar, Dict, List, Optional
 
 import numpy as np
 import torch
@@ -33,10 +33,13 @@ class MITermDiverged(RuntimeError):
 class nnUNetTrainerIMNet(nnUNetTrainerMeasured):
     """Adds ``lambda * MI loss`` between the encoder bottleneck and the input; options live in ``self.mi``."""
 
+    #: MI options that differ from ``MIConfig``'s defaults; variants declare theirs here (see ``variants.py``)
+    mi_options: ClassVar[Dict[str, Any]] = {}
+
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
-        self.mi = MIConfig()
+        self.mi = MIConfig.from_dict(self.mi_options)
         self.logger.local_logger.add_panel("mutual information (nats) and MI loss", MI_KEYS)
         self.logger.local_logger.add_panel("MI critic health", MI_HEALTH_KEYS)
         self._consecutive_nonfinite = 0
