@@ -251,8 +251,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
+    """Bad values (ValueError) and missing or failing files, folders and commands (OSError, which includes a
+    failed nnU-Net command) are the user's to fix: one ``error:`` line and exit code 1, as argparse does for bad
+    options. Anything else is a bug and keeps its traceback."""
     args = build_parser().parse_args(argv)
-    args.func(args)
+    try:
+        args.func(args)
+    except (ValueError, OSError) as error:
+        raise SystemExit(f"error: {error}") from None
 
 
 if __name__ == "__main__":

@@ -24,8 +24,8 @@ from nnunetv2_imnet.benchmark.spec import BenchmarkSpec, Job
 from nnunetv2_imnet.naming import CHECKPOINTS, find_dataset_folder, noisy_dataset_name, training_done
 
 
-class CommandFailed(RuntimeError):
-    pass
+class CommandFailed(ChildProcessError):
+    """An nnU-Net command exited with an error; the message names its log and how to continue."""
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child

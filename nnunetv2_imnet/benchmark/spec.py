@@ -93,6 +93,11 @@ class BenchmarkSpec:
         if BASELINE_TRAINER not in self.trainers:
             raise ValueError(f"The trainers {self.trainers} must include the baseline {BASELINE_TRAINER}: every "
                              f"comparison is against it.")
+        from nnunetv2_imnet.training.catalogue import ALL_TRAINERS  # the trainers, torch and nnU-Net: only here
+        unknown = [t for t in self.trainers if naming.budget_trainer_name(t, self.budget) not in ALL_TRAINERS]
+        if unknown:
+            raise ValueError(f"Unknown trainer(s) {unknown}. Give names without the budget suffix; "
+                             f"`nnunetv2-imnet trainers` lists them.")
         unknown = [p for p in self.plans if p not in PLANNERS]
         if unknown:
             raise ValueError(f"Unknown plans identifier(s) {unknown}; supported: {list(PLANNERS)}.")
@@ -180,6 +185,9 @@ class BenchmarkSpec:
 
     @classmethod
     def load(cls, path: Path) -> "BenchmarkSpec":
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"No benchmark spec at {path}. `nnunetv2-imnet benchmark ... --work DIR` "
+                                    f"writes DIR/spec.json; pass that file.")
         values = json.loads(Path(path).read_text())
         for key in ("train_noise", "eval_noise"):
             values[key] = [tuple(v) for v in values.get(key, [])]
