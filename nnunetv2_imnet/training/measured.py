@@ -22,7 +22,7 @@ from torch.nn.parallel import DistributedDataParallel
 from nnunetv2_imnet.naming import dataset_id
 from nnunetv2_imnet.training.checkpoint import atomic_torch_save
 from nnunetv2_imnet.training.heap import release_free_heap_memory
-from nnunetv2_imnet.training.logging import PanelLocalLogger
+from nnunetv2_imnet.training.panel_logger import PanelLocalLogger
 
 COST_KEYS = ("train_seconds_per_iteration", "peak_memory_mb")
 
