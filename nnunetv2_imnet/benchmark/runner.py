@@ -6,11 +6,9 @@ command it runs, so running it again simply picks up where it stopped.
 """
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -22,18 +20,11 @@ from nnunetv2_imnet.benchmark import commands
 from nnunetv2_imnet.benchmark.noise import corrupt_cases, derive_noisy_dataset
 from nnunetv2_imnet.benchmark.spec import BenchmarkSpec, Job
 from nnunetv2_imnet.naming import CHECKPOINTS, find_dataset_folder, noisy_dataset_name, training_done
+from nnunetv2_imnet.training.heap import die_with_parent
 
 
 class CommandFailed(ChildProcessError):
     """An nnU-Net command exited with an error; the message names its log and how to continue."""
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child
-    """Linux: the child gets SIGKILL when the runner dies, so a killed runner leaves no orphaned training."""
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
 
 
 class Progress:
@@ -218,7 +209,7 @@ class BenchmarkRunner:
             env = commands.nnunet_environment(self.spec, training)
             executable = shutil.which(command[0], path=env["PATH"]) or command[0]
             code = subprocess.call([executable, *command[1:]], stdout=handle, stderr=subprocess.STDOUT, env=env,
-                                   preexec_fn=_die_with_parent)
+                                   preexec_fn=die_with_parent)
         if code != 0:
             tail = "".join(log.read_text(errors="replace").splitlines(keepends=True)[-25:])
             raise CommandFailed(f"{stage} failed (exit code {code}). The log is {log}; its end:\n{tail}\n"
