@@ -111,6 +111,7 @@ class nnUNetTrainerIMNet(nnUNetTrainerMeasured):
         self._iteration_in_epoch = 0
 
     def train_step(self, batch: dict) -> dict:
+        # follows nnUNetTrainer.train_step of nnU-Net 2.8.1, plus the MI term and its logged values
         data = batch["data"].to(self.device, non_blocking=True)
         target = batch["target"]
         target = [t.to(self.device, non_blocking=True) for t in target] if isinstance(target, list) \
@@ -136,6 +137,7 @@ class nnUNetTrainerIMNet(nnUNetTrainerMeasured):
                 "mi_finite": finite, "mi_max_abs_score": max_abs, "mi_weight": weight}
 
     def _backward_and_step(self, loss: torch.Tensor) -> None:
+        # nnUNetTrainer.train_step's backward and optimizer step as in nnU-Net 2.8.1
         if self.grad_scaler is not None:
             self.grad_scaler.scale(loss).backward()
             self.grad_scaler.unscale_(self.optimizer)

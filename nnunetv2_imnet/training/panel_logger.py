@@ -35,6 +35,7 @@ class PanelLocalLogger(LocalLogger):
                 values.extend([math.nan] * (epochs - len(values)))
 
     def plot_progress_png(self, output_folder: str) -> None:
+        # nnU-Net's three panels follow LocalLogger.plot_progress_png of nnU-Net 2.8.1
         logged = self.my_fantastic_logging
         epoch = min(len(v) for v in logged.values()) - 1
         if epoch < 0:
