@@ -19,8 +19,11 @@ from nnunetv2_imnet.training.checkpoint import peek_checkpoint_entry
 from nnunetv2_imnet.training.measured import nnUNetTrainerMeasured
 from nnunetv2_imnet.training.network import MIRegularisedNetwork, find_bottleneck
 
-MI_KEYS = ("mi_estimate", "mi_loss", "mi_weight")
-MI_HEALTH_KEYS = ("mi_max_abs_score", "mi_nonfinite_steps")
+#: progress.png's MI panels, one unit per y-axis
+MI_PANEL = {"nats": ("mi_estimate", "mi_loss"), "λ (MI weight)": ("mi_weight",)}
+MI_HEALTH_PANEL = {"largest |critic score|": ("mi_max_abs_score",), "non-finite MI steps": ("mi_nonfinite_steps",)}
+MI_KEYS = sum(MI_PANEL.values(), ())
+MI_HEALTH_KEYS = sum(MI_HEALTH_PANEL.values(), ())
 CHECKPOINT_KEY = "imnet"
 CHECKPOINT_FORMAT = 1
 SATURATION_WARNING = 30.0
@@ -40,8 +43,8 @@ class nnUNetTrainerIMNet(nnUNetTrainerMeasured):
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.mi = MIConfig.from_dict(self.mi_options)
-        self.logger.local_logger.add_panel("mutual information (nats) and MI loss", MI_KEYS)
-        self.logger.local_logger.add_panel("MI critic health", MI_HEALTH_KEYS)
+        self.logger.local_logger.add_panel("mutual information and MI loss", MI_PANEL)
+        self.logger.local_logger.add_panel("MI critic health", MI_HEALTH_PANEL)
         self._consecutive_nonfinite = 0
         self._iteration_in_epoch = 0
         self._mi_restored_from: Optional[str] = None

@@ -24,7 +24,10 @@ from nnunetv2_imnet.training.checkpoint import atomic_torch_save
 from nnunetv2_imnet.training.heap import release_free_heap_memory
 from nnunetv2_imnet.training.panel_logger import PanelLocalLogger
 
-COST_KEYS = ("train_seconds_per_iteration", "peak_memory_mb")
+#: the cost panel of progress.png: time and memory, each on its own axis
+COST_PANEL = {"seconds per training iteration": ("train_seconds_per_iteration",),
+              "peak memory (MB)": ("peak_memory_mb",)}
+COST_KEYS = sum(COST_PANEL.values(), ())
 
 
 class nnUNetTrainerMeasured(nnUNetTrainer):
@@ -34,7 +37,7 @@ class nnUNetTrainerMeasured(nnUNetTrainer):
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.logger.local_logger = PanelLocalLogger(self.logger.local_logger.verbose)
-        self.logger.local_logger.add_panel("training cost", COST_KEYS)
+        self.logger.local_logger.add_panel("training cost", COST_PANEL)
         self._epoch_train_start = 0.0
         #: return free heap pages to the OS after every epoch (glibc only; ~0.1 s to release 1 GB, once per epoch)
         self.release_heap_every_epoch = True
