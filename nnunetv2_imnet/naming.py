@@ -111,3 +111,9 @@ def training_done(fold: Path) -> bool:
     """nnU-Net wrote the final checkpoint and validated it."""
     return (fold / "checkpoint_final.pth").is_file() and (fold / "validation" / "summary.json").is_file()
 
+
+
+def latest_training_log(fold: Path) -> Optional[Path]:
+    """The log of the newest start of ``nnUNetv2_train`` in a fold folder (``training_log_<date>_<time>.txt``)."""
+    logs = list(Path(fold).glob("training_log_*.txt"))
+    return max(logs, key=lambda p: p.stat().st_mtime) if logs else None

@@ -14,12 +14,14 @@ import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence, TextIO, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, TextIO, Tuple
 
 from nnunetv2_imnet.benchmark import commands
 from nnunetv2_imnet.benchmark.noise import corrupt_cases, derive_noisy_dataset
 from nnunetv2_imnet.benchmark.spec import BenchmarkSpec, Job
+from nnunetv2_imnet.benchmark.training_log import fold_progress
 from nnunetv2_imnet.naming import CHECKPOINTS, find_dataset_folder, noisy_dataset_name, training_done
+from nnunetv2_imnet.training.budgets import BUDGETS
 from nnunetv2_imnet.training.heap import die_with_parent
 
 
@@ -48,6 +50,9 @@ class Progress:
 
 
 class BenchmarkRunner:
+    #: seconds between the progress lines printed while a job trains
+    progress_seconds = 30.0
+
     def __init__(self, spec: BenchmarkSpec, dry_run: bool = False, out: Optional[TextIO] = None) -> None:
         self.spec = spec.validate()
         self.dry_run = dry_run
@@ -134,8 +139,10 @@ class BenchmarkRunner:
             if not acquired:
                 print(f"# skipping {job.label}: another process is training it", file=self.out)
                 return False
+            epochs = BUDGETS[self.spec.budget].epochs
             self._execute(command, training=True, log=self._log_file(f"train_{_slug(job.label)}"),
-                          stage=f"train {job.label}")
+                          stage=f"train {job.label}",
+                          progress=lambda: f"{job.label}: {fold_progress(fold_dir, epochs)}")
         return True
 
     def predict_test(self, job: Job) -> bool:
@@ -198,7 +205,10 @@ class BenchmarkRunner:
         if self.dry_run:
             print(("# [done] " if done else "") + commands.render(command), file=self.out)
 
-    def _execute(self, command: Sequence[str], training: bool, log: Path, stage: str) -> None:
+    def _execute(self, command: Sequence[str], training: bool, log: Path, stage: str,
+                 progress: Optional[Callable[[], str]] = None) -> None:
+        """Run ``command`` with its output in ``log``; every ``progress_seconds`` print ``progress()`` (by default,
+        that the stage still runs)."""
         if self.dry_run:
             self._show(command)
             return
@@ -208,12 +218,26 @@ class BenchmarkRunner:
             handle.flush()
             env = commands.nnunet_environment(self.spec, training)
             executable = shutil.which(command[0], path=env["PATH"]) or command[0]
-            code = subprocess.call([executable, *command[1:]], stdout=handle, stderr=subprocess.STDOUT, env=env,
-                                   preexec_fn=die_with_parent)
+            code = self._wait(subprocess.Popen([executable, *command[1:]], stdout=handle, stderr=subprocess.STDOUT,
+                                               env=env, preexec_fn=die_with_parent),
+                              progress or (lambda: f"{stage}: still running"))
         if code != 0:
             tail = "".join(log.read_text(errors="replace").splitlines(keepends=True)[-25:])
             raise CommandFailed(f"{stage} failed (exit code {code}). The log is {log}; its end:\n{tail}\n"
                                 f"Fix the cause and run the benchmark again: it continues where it stopped.")
+
+    def _wait(self, process: subprocess.Popen, progress: Callable[[], str]) -> int:
+        started = time.monotonic()
+        try:
+            while True:
+                try:
+                    return process.wait(timeout=self.progress_seconds)
+                except subprocess.TimeoutExpired:
+                    print(f"    [{_hms(time.monotonic() - started)}] {progress()}", file=self.out, flush=True)
+        except BaseException:  # Ctrl-C or an error here: the command must not outlive the runner
+            process.kill()
+            process.wait()
+            raise
 
     def _log_file(self, name: str) -> Path:
         return self.spec.logs_dir() / f"{name}.log"
