@@ -38,8 +38,8 @@ def collect(spec: BenchmarkSpec, jobs: Sequence[Job]) -> Collected:
         if not training_done(fold_dir):
             missing.append(job.label)
             continue
-        labels = _labels(fold_dir.parent)
-        file_ending = json.loads((fold_dir.parent / "dataset.json").read_text())["file_ending"]
+        labels = _labels(spec.model_dir(job))
+        file_ending = json.loads((spec.model_dir(job) / "dataset.json").read_text())["file_ending"]
         identity = {"dataset": job.task.dataset, "configuration": job.task.configuration, "plans": job.method.plans,
                     "trainer": job.method.trainer, "method": job.method.label, "fold": job.fold}
         summaries = [("validation", fold_dir / "validation" / "summary.json")]
