@@ -196,7 +196,8 @@ def _read_dataset_json(source: Path) -> dict:
 
 def _prepare_target(target: Path, settings: Dict[str, object]) -> bool:
     """True if ``target`` is already complete with ``settings``; removes an interrupted derivation of them."""
-    others = [p.name for p in naming.dataset_folders(target.parent, naming.dataset_id(target.name)) if p.name != target.name]
+    same_id = naming.dataset_folders(target.parent, naming.dataset_id(target.name))
+    others = [p.name for p in same_id if p.name != target.name]
     if others:
         raise ValueError(f"The dataset id of {target.name} is already used by {others} in {target.parent}; "
                          f"choose another id.")

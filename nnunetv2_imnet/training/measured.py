@@ -54,9 +54,10 @@ class nnUNetTrainerMeasured(nnUNetTrainer):
         if folder is None or (os.path.isdir(folder) and any(
                 not name.endswith((".pkl", ".json")) for name in os.listdir(folder))):
             return
+        dataset = self.plans_manager.dataset_name
         raise FileNotFoundError(
-            f"No preprocessed data for configuration '{self.configuration_name}' of {self.plans_manager.dataset_name} "
-            f"in {folder}. Preprocess it first: nnUNetv2_preprocess -d {dataset_id(self.plans_manager.dataset_name)} -c {self.configuration_name} "
+            f"No preprocessed data for configuration '{self.configuration_name}' of {dataset} in {folder}. "
+            f"Preprocess it first: nnUNetv2_preprocess -d {dataset_id(dataset)} -c {self.configuration_name} "
             f"-plans_name {self.plans_manager.plans_name}")
 
     def unwrapped_network(self) -> torch.nn.Module:
