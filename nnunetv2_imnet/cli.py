@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Optional, Sequence, Tuple
 
 from nnunetv2_imnet._exttrainer import trainers_folder
+from nnunetv2_imnet.naming import BASELINE_TRAINER, DEFAULT_PLANS, dataset_id, find_dataset_folder
 
 
 def _condition(text: str) -> Tuple[str, float]:
@@ -28,7 +29,6 @@ def _default_device() -> str:
 
 def _add_benchmark_arguments(parser: argparse.ArgumentParser) -> None:
     from nnunetv2_imnet.benchmark.spec import DEFAULT_TRAINERS
-    from nnunetv2_imnet.naming import BASELINE_TRAINER, DEFAULT_PLANS
     from nnunetv2_imnet.training.budgets import BUDGETS
     parser.add_argument("-d", "--datasets", type=int, nargs="+", required=True, help="dataset ids in --raw")
     parser.add_argument("--raw", default=os.environ.get("nnUNet_raw"),
@@ -146,7 +146,6 @@ def cmd_report(args: argparse.Namespace) -> None:
 def cmd_demo(args: argparse.Namespace) -> None:
     from nnunetv2_imnet.benchmark.spec import BenchmarkSpec
     from nnunetv2_imnet.benchmark.synthetic import make_synthetic_dataset
-    from nnunetv2_imnet.naming import dataset_id
     started = time.monotonic()
     work = Path(args.work or tempfile.mkdtemp(prefix="imnet_demo_")).resolve()
     raw = work / "synthetic_raw"
@@ -169,7 +168,6 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 def cmd_make_noisy(args: argparse.Namespace) -> None:
     from nnunetv2_imnet.benchmark.noise import derive_noisy_dataset
-    from nnunetv2_imnet.naming import find_dataset_folder
     if not args.raw:
         raise SystemExit("error: no raw data folder: pass --raw or set nnUNet_raw.")
     kind, snr = args.noise
@@ -194,7 +192,6 @@ def cmd_check(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from nnunetv2_imnet.naming import DEFAULT_PLANS
     parser = argparse.ArgumentParser(prog="nnunetv2-imnet", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
