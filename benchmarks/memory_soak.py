@@ -50,9 +50,9 @@ from batchgenerators.utilities.file_and_folder_operations import load_json, save
 
 from nnunetv2_imnet.benchmark.synthetic import make_synthetic_dataset  # noqa: E402
 from nnunetv2_imnet.benchmark.commands import with_console_scripts  # noqa: E402
-from nnunetv2_imnet.benchmark.rss import SAMPLE_FIELDS, epoch_windows, growth_mb_per_100, rss_report  # noqa: E402
 from nnunetv2_imnet.training.catalogue import ALL_TRAINERS  # noqa: E402
 from nnunetv2_imnet.training.heap import malloc_usage_mb  # noqa: E402
+from soak_summary import SAMPLE_FIELDS, epoch_windows, growth_mb_per_100, rss_report  # noqa: E402 (beside this file)
 
 DATASET_ID = 991
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Optional, Sequence, Tuple
 
 from nnunetv2_imnet._exttrainer import trainers_folder
+from nnunetv2_imnet.naming import BASELINE_TRAINER, DEFAULT_PLANS, dataset_id, find_dataset_folder
 
 
 def _condition(text: str) -> Tuple[str, float]:
@@ -27,6 +28,7 @@ def _default_device() -> str:
 
 
 def _add_benchmark_arguments(parser: argparse.ArgumentParser) -> None:
+    from nnunetv2_imnet.benchmark.spec import DEFAULT_TRAINERS
     from nnunetv2_imnet.training.budgets import BUDGETS
     parser.add_argument("-d", "--datasets", type=int, nargs="+", required=True, help="dataset ids in --raw")
     parser.add_argument("--raw", default=os.environ.get("nnUNet_raw"),
@@ -34,9 +36,10 @@ def _add_benchmark_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--work", default="imnet_benchmark",
                         help="folder for preprocessed data, trained models, evaluations and results")
     parser.add_argument("-c", "--configurations", nargs="+", default=["3d_fullres"])
-    parser.add_argument("--trainers", nargs="+", default=["nnUNetTrainer", "nnUNetTrainerIMNet"],
-                        help="trainers without budget suffix; nnUNetTrainer is the baseline and must be included")
-    parser.add_argument("--plans", nargs="+", default=["nnUNetPlans"],
+    parser.add_argument("--trainers", nargs="+", default=list(DEFAULT_TRAINERS),
+                        help=f"trainers without budget suffix; {BASELINE_TRAINER} is the baseline and must be "
+                             f"included")
+    parser.add_argument("--plans", nargs="+", default=[DEFAULT_PLANS],
                         help="plans identifiers, e.g. nnUNetPlans nnUNetResEncUNetMPlans (ResEnc presets as further "
                              "baselines); the first is the baseline's")
     parser.add_argument("--folds", type=int, nargs="*", default=[0, 1, 2, 3, 4],
@@ -148,7 +151,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
     raw = work / "synthetic_raw"
     dataset = make_synthetic_dataset(raw)
     print(f"synthetic noisy 3D dataset: {dataset}")
-    spec = BenchmarkSpec(raw=str(raw), work=str(work / "benchmark"), datasets=[int(dataset.name[7:10])],
+    spec = BenchmarkSpec(raw=str(raw), work=str(work / "benchmark"), datasets=[dataset_id(dataset.name)],
                          configurations=["3d_fullres"], folds=[0], budget="smoke", device=_default_device(),
                          eval_noise=[("rician", 10.0), ("rician", 5.0), ("gaussian", 5.0)]).validate()
     path = run_benchmark(spec, "nnunetv2-imnet demo" + (f" --work {args.work}" if args.work else ""))
@@ -165,7 +168,6 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 def cmd_make_noisy(args: argparse.Namespace) -> None:
     from nnunetv2_imnet.benchmark.noise import derive_noisy_dataset
-    from nnunetv2_imnet.benchmark.runner import find_dataset_folder
     if not args.raw:
         raise SystemExit("error: no raw data folder: pass --raw or set nnUNet_raw.")
     kind, snr = args.noise
@@ -175,9 +177,9 @@ def cmd_make_noisy(args: argparse.Namespace) -> None:
 
 
 def cmd_trainers(args: argparse.Namespace) -> None:
-    from nnunetv2_imnet.training.catalogue import ALL_TRAINERS
+    from nnunetv2_imnet.training.catalogue import ALL_TRAINERS, description
     for name, cls in sorted(ALL_TRAINERS.items()):
-        print(f"{name:40s} {(cls.__doc__ or '').strip().splitlines()[0] if cls.__doc__ else ''}")
+        print(f"{name:40s} {description(cls)}")
 
 
 def cmd_check(args: argparse.Namespace) -> None:
@@ -234,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("dataset", help="dataset id or name, as nnUNetv2_train takes it")
     check.add_argument("configuration")
     check.add_argument("-tr", default="nnUNetTrainerIMNet")
-    check.add_argument("-p", default="nnUNetPlans")
+    check.add_argument("-p", default=DEFAULT_PLANS)
     check.set_defaults(func=cmd_check)
 
     path = sub.add_parser("trainers-path", help="print the folder to put in nnUNet_extTrainer")
@@ -246,8 +248,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
+    """Bad values (ValueError) and missing or failing files, folders and commands (OSError, which includes a
+    failed nnU-Net command) are the user's to fix: one ``error:`` line and exit code 1, as argparse does for bad
+    options. Anything else is a bug and keeps its traceback."""
     args = build_parser().parse_args(argv)
-    args.func(args)
+    try:
+        args.func(args)
+    except (ValueError, OSError) as error:
+        raise SystemExit(f"error: {error}") from None
 
 
 if __name__ == "__main__":

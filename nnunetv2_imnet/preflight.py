@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import List, Optional
 
-from nnunetv2_imnet.benchmark.spec import PLANNERS
+from nnunetv2_imnet.naming import BASELINE_TRAINER, DEFAULT_PLANS, PLANNERS, lookup_dataset_folder
 
 
 class PreflightError(RuntimeError):
@@ -21,15 +21,10 @@ class PreflightError(RuntimeError):
 
 
 def _folder_for(root: Path, dataset: str) -> Optional[Path]:
-    """``4``, ``004`` or ``Dataset004_Hippocampus`` -> the dataset's folder under ``root``, if any."""
-    if dataset.startswith("Dataset"):
-        return root / dataset if (root / dataset).is_dir() else None
     try:
-        number = int(dataset)
-    except ValueError:
-        raise PreflightError(f"Dataset {dataset!r} is neither an id (e.g. 4) nor a name like Dataset004_Hippocampus.")
-    matches = sorted(root.glob(f"Dataset{number:03d}_*")) if root.is_dir() else []
-    return matches[0] if matches else None
+        return lookup_dataset_folder(root, dataset)
+    except ValueError as error:
+        raise PreflightError(str(error)) from None
 
 
 def _environment(name: str) -> Path:
@@ -41,7 +36,7 @@ def _environment(name: str) -> Path:
 
 
 def check(dataset: str, configuration: str, trainer: str = "nnUNetTrainerIMNet",
-          plans: str = "nnUNetPlans") -> List[str]:
+          plans: str = DEFAULT_PLANS) -> List[str]:
     """Raise ``PreflightError`` for the first problem; otherwise return lines describing what would run."""
     preprocessed = _environment("nnUNet_preprocessed")
     folder = _folder_for(preprocessed, dataset)
@@ -79,7 +74,7 @@ def _find_trainer(name: str):
     try:
         return recursive_find_trainer_class_by_name(name)
     except RuntimeError:
-        close = difflib.get_close_matches(name, list(ALL_TRAINERS) + ["nnUNetTrainer"], n=3)
+        close = difflib.get_close_matches(name, list(ALL_TRAINERS) + [BASELINE_TRAINER], n=3)
         raise PreflightError(f"nnU-Net cannot find the trainer '{name}'. "
                              + (f"Did you mean {close}? " if close else "")
                              + f"nnUNet_extTrainer={os.environ.get('nnUNet_extTrainer', '')!r}; `nnunetv2-imnet "

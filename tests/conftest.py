@@ -1,12 +1,15 @@
-"""Session fixtures on a few real Hippocampus cases: nnU-Net's own commands, run once and shared by the tests."""
+"""Session fixtures: nnU-Net's own commands on a few real Hippocampus cases, and the benchmark on a small generated
+dataset (which runs without real data, e.g. in CI); each runs once and is shared by the tests."""
 from __future__ import annotations
 
+import io
 import os
 import random
 import signal
 import subprocess
 import sys
 import time
+from contextlib import redirect_stdout
 from pathlib import Path
 
 import pytest
@@ -15,6 +18,9 @@ from cli_helpers import HIPPOCAMPUS, make_hippocampus_subset, nnunet_env, run
 
 SMOKE_BENCHMARK_ARGS = ["-d", "4", "-c", "3d_fullres", "--folds", "0", "--budget", "smoke", "--device", "cpu",
                         "--eval-noise", "rician:5"]
+#: the cheapest benchmark that derives a noisy dataset: only its fold 0 is trained, evaluated clean only
+SYNTHETIC_BENCHMARK_ARGS = ["-d", "990", "--folds", "--train-noise", "rician:5", "--noise-folds", "0", "--budget",
+                            "smoke", "--device", "cpu", "--eval-noise"]
 
 
 @pytest.fixture(scope="session")
@@ -79,3 +85,32 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def synthetic_raw(tmp_path_factory) -> Path:
+    """A raw folder with a small generated dataset 990 (10 cases of 20x24x20 voxels: 2 validation cases a fold)."""
+    from nnunetv2_imnet.benchmark.synthetic import make_synthetic_dataset
+
+    raw = tmp_path_factory.mktemp("synthetic_raw")
+    make_synthetic_dataset(raw, num_cases=10, shape=(20, 24, 20))
+    return raw
+
+
+@pytest.fixture(scope="session")
+def synthetic_benchmark(synthetic_raw, tmp_path_factory) -> dict:
+    """The benchmark CLI run in this process on the generated dataset: derives the noisy copy, preprocesses, trains
+    baseline and IMNet on its fold 0, evaluates and reports. Progress is printed every 2 s. Returns the work folder,
+    the arguments and what the run printed."""
+    from nnunetv2_imnet import cli
+    from nnunetv2_imnet.benchmark.runner import BenchmarkRunner
+
+    work = tmp_path_factory.mktemp("synthetic_benchmark")
+    arguments = ["benchmark", "--raw", str(synthetic_raw), "--work", str(work), *SYNTHETIC_BENCHMARK_ARGS]
+    out = io.StringIO()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("nnUNet_def_n_proc", "2")
+        patch.setattr(BenchmarkRunner, "progress_seconds", 2.0)
+        with redirect_stdout(out):
+            cli.main(arguments)
+    return {"work": work, "arguments": arguments, "stdout": out.getvalue()}

@@ -77,3 +77,37 @@ def test_measured_trainers_release_the_heap_after_every_epoch(enabled: bool, tmp
     trainer.on_epoch_end()
     trainer.on_epoch_end()
     assert len(calls) == (2 if enabled else 0)
+
+
+def test_a_child_dies_with_its_parent(tmp_path: Path) -> None:
+    """The benchmark runner's children get SIGKILL when it dies (no orphaned training)."""
+    import subprocess
+    import sys
+    import time
+
+    pid_file = tmp_path / "child.pid"
+    parent = subprocess.Popen([sys.executable, "-c", (
+        "import subprocess, time\n"
+        "from nnunetv2_imnet.training.heap import die_with_parent\n"
+        "child = subprocess.Popen(['sleep', '600'], preexec_fn=die_with_parent)\n"
+        f"open({str(pid_file)!r}, 'w').write(str(child.pid))\n"
+        "time.sleep(600)\n")])
+    deadline = time.monotonic() + 120
+    while not pid_file.is_file() or not pid_file.read_text():
+        assert time.monotonic() < deadline and parent.poll() is None
+        time.sleep(0.1)
+    child = int(pid_file.read_text())
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 30
+    while _running(child):
+        assert time.monotonic() < deadline, "the child outlived its parent"
+        time.sleep(0.1)
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (the killed child is reparented, and reaped later)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

@@ -13,7 +13,7 @@ import SimpleITK as sitk
 
 from nnunetv2_imnet.benchmark.noise import (
     COMPLETE_MARKER, NOISE_KINDS, add_noise, case_seed, condition_name, corrupt_cases, corrupt_image_file,
-    derive_noisy_dataset, noise_sigma, noisy_dataset_name, parse_condition,
+    derive_noisy_dataset, noise_sigma, parse_condition,
 )
 
 SPACING = (0.75, 0.5, 2.5)
@@ -96,16 +96,10 @@ def test_parse_condition_refuses_what_it_cannot_read(text: str) -> None:
         parse_condition(text)
 
 
-def test_condition_and_dataset_names() -> None:
+def test_condition_names() -> None:
     assert condition_name("rician", 10) == "rician_snr10"
     assert condition_name("gaussian", 2.5) == "gaussian_snr2p5"
     assert condition_name(None) == "clean"
-    assert noisy_dataset_name("Dataset004_Hippocampus", 904, "rician", 10.0) == "Dataset904_HippocampusRician10"
-    assert noisy_dataset_name("Dataset202_DRIVE", 7, "gaussian", 2.5) == "Dataset007_DRIVEGaussian2p5"
-    with pytest.raises(ValueError, match="'Hippocampus' is not an nnU-Net dataset folder name"):
-        noisy_dataset_name("Hippocampus", 904, "rician", 10)
-    with pytest.raises(ValueError, match="1000"):
-        noisy_dataset_name("Dataset004_Hippocampus", 1000, "rician", 10)
 
 
 def test_case_seed_is_stable_across_processes() -> None:

@@ -13,8 +13,8 @@ import torch
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from nnunetv2_imnet.benchmark.metrics import case_id, case_nsd, dice_per_case
-from nnunetv2_imnet.benchmark.runner import training_done
 from nnunetv2_imnet.benchmark.spec import BenchmarkSpec, Job
+from nnunetv2_imnet.naming import training_done
 
 Label = Union[int, Tuple[int, ...]]
 CASE_COLUMNS = ["dataset", "configuration", "plans", "trainer", "method", "fold", "evaluation", "case", "class",
@@ -38,8 +38,8 @@ def collect(spec: BenchmarkSpec, jobs: Sequence[Job]) -> Collected:
         if not training_done(fold_dir):
             missing.append(job.label)
             continue
-        labels = _labels(fold_dir.parent)
-        file_ending = json.loads((fold_dir.parent / "dataset.json").read_text())["file_ending"]
+        labels = _labels(spec.model_dir(job))
+        file_ending = json.loads((spec.model_dir(job) / "dataset.json").read_text())["file_ending"]
         identity = {"dataset": job.task.dataset, "configuration": job.task.configuration, "plans": job.method.plans,
                     "trainer": job.method.trainer, "method": job.method.label, "fold": job.fold}
         summaries = [("validation", fold_dir / "validation" / "summary.json")]

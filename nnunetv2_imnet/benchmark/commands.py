@@ -6,7 +6,8 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Sequence
 
-from nnunetv2_imnet.benchmark.spec import PLANNERS, BenchmarkSpec, Job, Task
+from nnunetv2_imnet.benchmark.spec import BenchmarkSpec, Job, Task
+from nnunetv2_imnet.naming import PLANNERS, dataset_id
 
 #: nnU-Net's environment variables that the benchmark sets for every command
 PATH_VARIABLES = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
@@ -34,25 +35,20 @@ def nnunet_environment(spec: BenchmarkSpec, training: bool) -> Dict[str, str]:
     return env
 
 
-def dataset_id(dataset_folder: str) -> str:
-    """``Dataset004_Hippocampus`` -> ``4``."""
-    return str(int(dataset_folder[len("Dataset"):len("Dataset") + 3]))
-
-
 def plan_and_preprocess(task: Task, plans: str) -> List[str]:
-    return ["nnUNetv2_plan_and_preprocess", "-d", dataset_id(task.dataset), "-c", task.configuration,
+    return ["nnUNetv2_plan_and_preprocess", "-d", str(dataset_id(task.dataset)), "-c", task.configuration,
             "-pl", PLANNERS[plans], "-np", "2"]
 
 
 def train(job: Job, device: str, resume: bool) -> List[str]:
-    command = ["nnUNetv2_train", dataset_id(job.task.dataset), job.task.configuration, str(job.fold),
+    command = ["nnUNetv2_train", str(dataset_id(job.task.dataset)), job.task.configuration, str(job.fold),
                "-tr", job.trainer_class, "-p", job.method.plans, "-device", device]
     return command + (["--c"] if resume else [])
 
 
 def predict(job: Job, input_folder: Path, output_folder: Path, device: str, tta: bool) -> List[str]:
     command = ["nnUNetv2_predict", "-i", str(input_folder), "-o", str(output_folder),
-               "-d", dataset_id(job.task.dataset), "-c", job.task.configuration, "-tr", job.trainer_class,
+               "-d", str(dataset_id(job.task.dataset)), "-c", job.task.configuration, "-tr", job.trainer_class,
                "-p", job.method.plans, "-f", str(job.fold), "-device", device, "-npp", "1", "-nps", "1"]
     return command + ([] if tta else ["--disable_tta"])
 

@@ -26,6 +26,8 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import SimpleITK as sitk
 
+from nnunetv2_imnet import naming
+
 NOISE_KINDS = ("gaussian", "rician")
 CLEAN = "clean"
 #: the percentile above which voxels count as signal when no mask is given
@@ -34,7 +36,6 @@ SIGNAL_PERCENTILE = 10.0
 INTEGER_ONLY_ENDINGS = (".png", ".bmp")
 #: written last into a derived dataset: its presence means the derivation finished
 COMPLETE_MARKER = ".noise_complete.json"
-_DATASET_NAME = re.compile(r"^Dataset\d{3}_(.+)$")
 
 
 # ---------------------------------------------------------------------------------------------- the noise model
@@ -97,18 +98,13 @@ def parse_condition(text: str) -> Tuple[str, float]:
     return kind, snr
 
 
-def _snr_text(snr: float) -> str:
-    """10 -> ``10``, 2.5 -> ``2p5``: an SNR that fits in file and dataset names."""
-    _check_snr(snr)
-    return str(int(snr)) if float(snr).is_integer() else repr(float(snr)).replace(".", "p")
-
-
 def condition_name(kind: Optional[str], snr: Optional[float] = None) -> str:
     """``("rician", 10)`` -> ``rician_snr10``, the name of an evaluation condition; no kind means ``clean``."""
     if kind is None:
         return CLEAN
     _check_kind(kind)
-    return f"{kind}_snr{_snr_text(snr)}"
+    _check_snr(snr)
+    return f"{kind}_snr{naming.snr_text(snr)}"
 
 
 def case_seed(base_seed: int, case_id: str, channel: int) -> int:
@@ -157,18 +153,6 @@ def corrupt_cases(image_files: Mapping[str, Sequence[Path]], out_dir: Path, kind
 
 
 # ---------------------------------------------------------------------------------------------- datasets
-def noisy_dataset_name(source_name: str, dataset_id: int, kind: str, snr: float) -> str:
-    """``Dataset004_Hippocampus``, 904, rician, 10 -> ``Dataset904_HippocampusRician10``."""
-    match = _DATASET_NAME.match(source_name)
-    if match is None:
-        raise ValueError(f"{source_name!r} is not an nnU-Net dataset folder name (DatasetXXX_Name); pass the "
-                         f"dataset's folder in nnUNet_raw.")
-    if not 1 <= dataset_id <= 999:
-        raise ValueError(f"nnU-Net dataset ids have three digits; {dataset_id} is not in 1-999.")
-    _check_kind(kind)
-    return f"Dataset{dataset_id:03d}_{match.group(1)}{kind.capitalize()}{_snr_text(snr)}"
-
-
 def derive_noisy_dataset(source: Path, target_root: Path, dataset_id: int, kind: str, snr: float,
                          seed: int = 0) -> Path:
     """A standalone copy of a raw dataset with noisy images (imagesTr, imagesTs) and the same labels, to train on.
@@ -177,9 +161,11 @@ def derive_noisy_dataset(source: Path, target_root: Path, dataset_id: int, kind:
     same settings returns at once; an interrupted derivation is redone; other settings for the same target, or
     another dataset with the same id, raise ValueError.
     """
+    _check_kind(kind)
+    _check_snr(snr)
     source = Path(source)
     dataset_json = _read_dataset_json(source)
-    target = Path(target_root) / noisy_dataset_name(source.name, dataset_id, kind, snr)
+    target = Path(target_root) / naming.noisy_dataset_name(source.name, dataset_id, kind, snr)
     settings = {"kind": kind, "snr": float(snr), "seed": int(seed), "source": source.name}
     if _prepare_target(target, settings):
         return target
@@ -210,7 +196,8 @@ def _read_dataset_json(source: Path) -> dict:
 
 def _prepare_target(target: Path, settings: Dict[str, object]) -> bool:
     """True if ``target`` is already complete with ``settings``; removes an interrupted derivation of them."""
-    others = [p.name for p in target.parent.glob(target.name.split("_", 1)[0] + "_*") if p.name != target.name]
+    same_id = naming.dataset_folders(target.parent, naming.dataset_id(target.name))
+    others = [p.name for p in same_id if p.name != target.name]
     if others:
         raise ValueError(f"The dataset id of {target.name} is already used by {others} in {target.parent}; "
                          f"choose another id.")

@@ -6,47 +6,27 @@ command it runs, so running it again simply picks up where it stopped.
 """
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence, TextIO, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, TextIO, Tuple
 
 from nnunetv2_imnet.benchmark import commands
 from nnunetv2_imnet.benchmark.noise import corrupt_cases, derive_noisy_dataset
 from nnunetv2_imnet.benchmark.spec import BenchmarkSpec, Job
-
-CHECKPOINTS = ("checkpoint_final.pth", "checkpoint_latest.pth", "checkpoint_best.pth")
-
-
-class CommandFailed(RuntimeError):
-    pass
+from nnunetv2_imnet.benchmark.training_log import fold_progress
+from nnunetv2_imnet.naming import CHECKPOINTS, find_dataset_folder, noisy_dataset_name, training_done
+from nnunetv2_imnet.training.budgets import BUDGETS
+from nnunetv2_imnet.training.heap import die_with_parent
 
 
-def find_dataset_folder(raw_root: Path, dataset_id: int) -> Path:
-    matches = sorted(Path(raw_root).glob(f"Dataset{dataset_id:03d}_*"))
-    if not matches:
-        raise FileNotFoundError(f"No dataset with id {dataset_id} (a folder Dataset{dataset_id:03d}_<name>) in "
-                                f"{raw_root}. Pass the nnU-Net raw folder that holds it with --raw.")
-    return matches[0]
-
-
-def training_done(fold_dir: Path) -> bool:
-    return (fold_dir / "checkpoint_final.pth").is_file() and (fold_dir / "validation" / "summary.json").is_file()
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child
-    """Linux: the child gets SIGKILL when the runner dies, so a killed runner leaves no orphaned training."""
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
+class CommandFailed(ChildProcessError):
+    """An nnU-Net command exited with an error; the message names its log and how to continue."""
 
 
 class Progress:
@@ -70,6 +50,9 @@ class Progress:
 
 
 class BenchmarkRunner:
+    #: seconds between the progress lines printed while a job trains
+    progress_seconds = 30.0
+
     def __init__(self, spec: BenchmarkSpec, dry_run: bool = False, out: Optional[TextIO] = None) -> None:
         self.spec = spec.validate()
         self.dry_run = dry_run
@@ -109,7 +92,7 @@ class BenchmarkRunner:
             if self.dry_run:
                 print(f"# derive {noisy.kind} noise at SNR {noisy.snr:g} from {source.name} as dataset "
                       f"{noisy.dataset_id} in {raw}", file=self.out)
-                folder = raw / f"Dataset{noisy.dataset_id:03d}_{source.name.split('_', 1)[1]}-{noisy.kind}{noisy.snr:g}"
+                folder = raw / noisy_dataset_name(source.name, noisy.dataset_id, noisy.kind, noisy.snr)
             else:
                 with self._timed(f"derive dataset {noisy.dataset_id}"):
                     folder = derive_noisy_dataset(source, raw, noisy.dataset_id, noisy.kind, noisy.snr,
@@ -156,8 +139,10 @@ class BenchmarkRunner:
             if not acquired:
                 print(f"# skipping {job.label}: another process is training it", file=self.out)
                 return False
+            epochs = BUDGETS[self.spec.budget].epochs
             self._execute(command, training=True, log=self._log_file(f"train_{_slug(job.label)}"),
-                          stage=f"train {job.label}")
+                          stage=f"train {job.label}",
+                          progress=lambda: f"{job.label}: {fold_progress(fold_dir, epochs)}")
         return True
 
     def predict_test(self, job: Job) -> bool:
@@ -202,9 +187,8 @@ class BenchmarkRunner:
         out = self.spec.evaluation_dir(job, condition)
         predictions = out / "predictions"
         predict = commands.predict(job, inputs, predictions, self.spec.device, tta)
-        dataset = self.spec.nnunet_results() / job.task.dataset / \
-            f"{job.trainer_class}__{job.method.plans}__{job.task.configuration}"
-        evaluate = commands.evaluate(labels, predictions, dataset / "dataset.json", dataset / "plans.json")
+        model = self.spec.model_dir(job)
+        evaluate = commands.evaluate(labels, predictions, model / "dataset.json", model / "plans.json")
         if (predictions / "summary.json").is_file():
             self._show(predict, done=True)
             self._show(evaluate, done=True)
@@ -221,7 +205,10 @@ class BenchmarkRunner:
         if self.dry_run:
             print(("# [done] " if done else "") + commands.render(command), file=self.out)
 
-    def _execute(self, command: Sequence[str], training: bool, log: Path, stage: str) -> None:
+    def _execute(self, command: Sequence[str], training: bool, log: Path, stage: str,
+                 progress: Optional[Callable[[], str]] = None) -> None:
+        """Run ``command`` with its output in ``log``; every ``progress_seconds`` print ``progress()`` (by default,
+        that the stage still runs)."""
         if self.dry_run:
             self._show(command)
             return
@@ -231,12 +218,26 @@ class BenchmarkRunner:
             handle.flush()
             env = commands.nnunet_environment(self.spec, training)
             executable = shutil.which(command[0], path=env["PATH"]) or command[0]
-            code = subprocess.call([executable, *command[1:]], stdout=handle, stderr=subprocess.STDOUT, env=env,
-                                   preexec_fn=_die_with_parent)
+            code = self._wait(subprocess.Popen([executable, *command[1:]], stdout=handle, stderr=subprocess.STDOUT,
+                                               env=env, preexec_fn=die_with_parent),
+                              progress or (lambda: f"{stage}: still running"))
         if code != 0:
             tail = "".join(log.read_text(errors="replace").splitlines(keepends=True)[-25:])
             raise CommandFailed(f"{stage} failed (exit code {code}). The log is {log}; its end:\n{tail}\n"
                                 f"Fix the cause and run the benchmark again: it continues where it stopped.")
+
+    def _wait(self, process: subprocess.Popen, progress: Callable[[], str]) -> int:
+        started = time.monotonic()
+        try:
+            while True:
+                try:
+                    return process.wait(timeout=self.progress_seconds)
+                except subprocess.TimeoutExpired:
+                    print(f"    [{_hms(time.monotonic() - started)}] {progress()}", file=self.out, flush=True)
+        except BaseException:  # Ctrl-C or an error here: the command must not outlive the runner
+            process.kill()
+            process.wait()
+            raise
 
     def _log_file(self, name: str) -> Path:
         return self.spec.logs_dir() / f"{name}.log"

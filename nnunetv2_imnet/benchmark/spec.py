@@ -6,18 +6,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from nnunetv2_imnet import naming
 from nnunetv2_imnet.benchmark.noise import NOISE_KINDS, condition_name
+from nnunetv2_imnet.naming import BASELINE_TRAINER, DEFAULT_PLANS, PLANNERS
 from nnunetv2_imnet.training.budgets import BUDGETS
 
-BASELINE_TRAINER = "nnUNetTrainer"
-DEFAULT_PLANS = "nnUNetPlans"
-#: plans identifier -> nnU-Net experiment planner that writes it
-PLANNERS = {
-    "nnUNetPlans": "ExperimentPlanner",
-    "nnUNetResEncUNetMPlans": "nnUNetPlannerResEncM",
-    "nnUNetResEncUNetLPlans": "nnUNetPlannerResEncL",
-    "nnUNetResEncUNetXLPlans": "nnUNetPlannerResEncXL",
-}
+#: the trainers a benchmark compares unless told otherwise
+DEFAULT_TRAINERS = (BASELINE_TRAINER, "nnUNetTrainerIMNet")
 
 
 @dataclass(frozen=True)
@@ -55,7 +50,7 @@ class Job:
 
     @property
     def trainer_class(self) -> str:
-        return f"{self.method.trainer}_{self.budget}"
+        return naming.budget_trainer_name(self.method.trainer, self.budget)
 
     @property
     def label(self) -> str:
@@ -80,7 +75,7 @@ class BenchmarkSpec:
     work: str
     datasets: List[int]
     configurations: List[str] = field(default_factory=lambda: ["3d_fullres"])
-    trainers: List[str] = field(default_factory=lambda: [BASELINE_TRAINER, "nnUNetTrainerIMNet"])
+    trainers: List[str] = field(default_factory=lambda: list(DEFAULT_TRAINERS))
     plans: List[str] = field(default_factory=lambda: [DEFAULT_PLANS])
     folds: List[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
     budget: str = "full"
@@ -98,6 +93,11 @@ class BenchmarkSpec:
         if BASELINE_TRAINER not in self.trainers:
             raise ValueError(f"The trainers {self.trainers} must include the baseline {BASELINE_TRAINER}: every "
                              f"comparison is against it.")
+        from nnunetv2_imnet.training.catalogue import ALL_TRAINERS  # the trainers, torch and nnU-Net: only here
+        unknown = [t for t in self.trainers if naming.budget_trainer_name(t, self.budget) not in ALL_TRAINERS]
+        if unknown:
+            raise ValueError(f"Unknown trainer(s) {unknown}. Give names without the budget suffix; "
+                             f"`nnunetv2-imnet trainers` lists them.")
         unknown = [p for p in self.plans if p not in PLANNERS]
         if unknown:
             raise ValueError(f"Unknown plans identifier(s) {unknown}; supported: {list(PLANNERS)}.")
@@ -134,9 +134,13 @@ class BenchmarkSpec:
     def logs_dir(self) -> Path:
         return self.work_path / "logs"
 
+    def model_dir(self, job: Job) -> Path:
+        """nnU-Net's model folder of the job's trainer class, plans and configuration (all folds)."""
+        return naming.model_folder(self.nnunet_results(), job.task.dataset, job.trainer_class, job.method.plans,
+                                   job.task.configuration)
+
     def fold_dir(self, job: Job) -> Path:
-        return (self.nnunet_results() / job.task.dataset /
-                f"{job.trainer_class}__{job.method.plans}__{job.task.configuration}" / f"fold_{job.fold}")
+        return naming.fold_folder(self.model_dir(job), job.fold)
 
     def evaluation_dir(self, job: Job, condition: str) -> Path:
         return (self.work_path / "evaluations" / job.task.dataset / job.task.configuration / job.method.label /
@@ -181,6 +185,9 @@ class BenchmarkSpec:
 
     @classmethod
     def load(cls, path: Path) -> "BenchmarkSpec":
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"No benchmark spec at {path}. `nnunetv2-imnet benchmark ... --work DIR` "
+                                    f"writes DIR/spec.json; pass that file.")
         values = json.loads(Path(path).read_text())
         for key in ("train_noise", "eval_noise"):
             values[key] = [tuple(v) for v in values.get(key, [])]

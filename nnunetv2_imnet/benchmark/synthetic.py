@@ -17,6 +17,7 @@ import SimpleITK as sitk
 from scipy.ndimage import gaussian_filter
 
 from nnunetv2_imnet.benchmark.noise import add_noise, case_seed
+from nnunetv2_imnet.naming import dataset_folder_name, dataset_folders
 
 DATASET_NAME = "IMNetDemo"
 LABELS = {"background": 0, "anterior": 1, "posterior": 2}
@@ -42,10 +43,8 @@ def make_synthetic_dataset(raw_root: Path, dataset_id: int = 990, num_cases: int
                          f"got {shape}.")
     if num_cases < 1:
         raise ValueError(f"num_cases must be at least 1, got {num_cases}.")
-    if not 1 <= dataset_id <= 999:
-        raise ValueError(f"nnU-Net dataset ids have three digits; {dataset_id} is not in 1-999.")
-    target = Path(raw_root) / f"Dataset{dataset_id:03d}_{DATASET_NAME}"
-    others = [p.name for p in Path(raw_root).glob(f"Dataset{dataset_id:03d}_*") if p.name != target.name]
+    target = Path(raw_root) / dataset_folder_name(dataset_id, DATASET_NAME)
+    others = [p.name for p in dataset_folders(raw_root, dataset_id) if p.name != target.name]
     if others:
         raise ValueError(f"Dataset id {dataset_id} is already used by {others} in {raw_root}; choose another id.")
     parameters = {"num_cases": int(num_cases), "shape": list(shape), "snr": float(snr), "seed": int(seed)}

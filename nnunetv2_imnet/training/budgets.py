@@ -11,6 +11,9 @@ from typing import Dict, Optional, Type
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
+#: nnUNetTrainer's num_epochs (set in its __init__, so not readable from the class)
+NNUNET_EPOCHS = 1000
+
 
 @dataclass(frozen=True)
 class TrainingBudget:
@@ -23,6 +26,10 @@ class TrainingBudget:
     val_iterations_per_epoch: Optional[int] = None
     save_every: Optional[int] = None  # epochs between checkpoint_latest writes; short budgets resume per epoch
     batch_size: Optional[int] = None  # replaces the planned batch size (patch size and network stay as planned)
+
+    @property
+    def epochs(self) -> int:
+        return self.num_epochs if self.num_epochs is not None else NNUNET_EPOCHS
 
 
 BUDGETS: Dict[str, TrainingBudget] = {

@@ -8,12 +8,11 @@ from typing import Dict, Type
 
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
+from nnunetv2_imnet.naming import BASELINE_TRAINER, budget_trainer_name
 from nnunetv2_imnet.training import variants
 from nnunetv2_imnet.training.budgets import BUDGETS, with_budget
 from nnunetv2_imnet.training.imnet_trainer import nnUNetTrainerIMNet
 from nnunetv2_imnet.training.measured import nnUNetTrainerMeasured
-
-BASELINE = "nnUNetTrainer"
 
 #: trainers without a budget suffix (IMNet variants train on nnU-Net's default schedule)
 BASE_TRAINERS: Dict[str, Type[nnUNetTrainer]] = {
@@ -24,13 +23,15 @@ BASE_TRAINERS: Dict[str, Type[nnUNetTrainer]] = {
 }
 
 
-def budget_trainer_name(trainer: str, budget: str) -> str:
-    """``nnUNetTrainer`` + ``cpu`` -> ``nnUNetTrainer_cpu``; the baseline's budget classes are measured."""
-    return f"{trainer}_{budget}"
+def description(trainer: Type[nnUNetTrainer]) -> str:
+    """The first line of the trainer's own docstring (not inherited): what ``nnunetv2-imnet trainers`` prints."""
+    lines = (vars(trainer).get("__doc__") or "").strip().splitlines()
+    return lines[0] if lines else ""
 
 
 def _budget_trainers() -> Dict[str, Type[nnUNetTrainer]]:
-    bases = {BASELINE: nnUNetTrainerMeasured,
+    """Every trainer on every budget; the baseline's budget classes are measured."""
+    bases = {BASELINE_TRAINER: nnUNetTrainerMeasured,
              **{k: v for k, v in BASE_TRAINERS.items() if k != "nnUNetTrainerMeasured"}}
     return {budget_trainer_name(name, budget.name): with_budget(base, budget, budget_trainer_name(name, budget.name),
                                                                 __name__)

@@ -6,11 +6,14 @@ resident although nothing uses it, and the process's RSS creeps up over a long r
 ``benchmarks/memory_soak.py``: the growth was malloc's free memory, while the memory in use stayed flat).
 ``malloc_trim(0)`` returns free pages anywhere in the heap, not only at its top. Other C libraries have no
 such call; there this does nothing.
+
+This is the one module that loads the C library; the benchmark runner's ``die_with_parent`` lives here too.
 """
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import signal
 from functools import lru_cache
 from typing import Any, Callable, Optional, Tuple
 
@@ -44,6 +47,16 @@ def release_free_heap_memory() -> bool:
     """Return free heap pages to the OS; True if the C library can (glibc) and released anything."""
     trim = _malloc_trim()
     return bool(trim(0)) if trim is not None else False
+
+
+def die_with_parent() -> None:
+    """Linux: this process gets SIGKILL when its parent dies (``prctl(PR_SET_PDEATHSIG)``); elsewhere nothing.
+
+    Called in a child before it runs a command, so a killed benchmark runner leaves no orphaned training.
+    """
+    prctl = _libc_function("prctl", [ctypes.c_int, ctypes.c_ulong], ctypes.c_int)
+    if prctl is not None:
+        prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
 
 
 def malloc_usage_mb() -> Optional[Tuple[float, float]]:

@@ -5,7 +5,7 @@ Everything else (planning, preprocessing, augmentation, schedule, validation, in
 from __future__ import annotations
 
 import functools
-from typing import Any, Dict, List, Optional
+from typing import Any, ClassVar, Dict, List, Optional
 
 import numpy as np
 import torch
@@ -19,8 +19,11 @@ from nnunetv2_imnet.training.checkpoint import peek_checkpoint_entry
 from nnunetv2_imnet.training.measured import nnUNetTrainerMeasured
 from nnunetv2_imnet.training.network import MIRegularisedNetwork, find_bottleneck
 
-MI_KEYS = ("mi_estimate", "mi_loss", "mi_weight")
-MI_HEALTH_KEYS = ("mi_max_abs_score", "mi_nonfinite_steps")
+#: progress.png's MI panels, one unit per y-axis
+MI_PANEL = {"nats": ("mi_estimate", "mi_loss"), "λ (MI weight)": ("mi_weight",)}
+MI_HEALTH_PANEL = {"largest |critic score|": ("mi_max_abs_score",), "non-finite MI steps": ("mi_nonfinite_steps",)}
+MI_KEYS = sum(MI_PANEL.values(), ())
+MI_HEALTH_KEYS = sum(MI_HEALTH_PANEL.values(), ())
 CHECKPOINT_KEY = "imnet"
 CHECKPOINT_FORMAT = 1
 SATURATION_WARNING = 30.0
@@ -33,12 +36,15 @@ class MITermDiverged(RuntimeError):
 class nnUNetTrainerIMNet(nnUNetTrainerMeasured):
     """Adds ``lambda * MI loss`` between the encoder bottleneck and the input; options live in ``self.mi``."""
 
+    #: MI options that differ from ``MIConfig``'s defaults; variants declare theirs here (see ``variants.py``)
+    mi_options: ClassVar[Dict[str, Any]] = {}
+
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
-        self.mi = MIConfig()
-        self.logger.local_logger.add_panel("mutual information (nats) and MI loss", MI_KEYS)
-        self.logger.local_logger.add_panel("MI critic health", MI_HEALTH_KEYS)
+        self.mi = MIConfig.from_dict(self.mi_options)
+        self.logger.local_logger.add_panel("mutual information and MI loss", MI_PANEL)
+        self.logger.local_logger.add_panel("MI critic health", MI_HEALTH_PANEL)
         self._consecutive_nonfinite = 0
         self._iteration_in_epoch = 0
         self._mi_restored_from: Optional[str] = None
@@ -108,6 +114,7 @@ class nnUNetTrainerIMNet(nnUNetTrainerMeasured):
         self._iteration_in_epoch = 0
 
     def train_step(self, batch: dict) -> dict:
+        # follows nnUNetTrainer.train_step of nnU-Net 2.8.1, plus the MI term and its logged values
         data = batch["data"].to(self.device, non_blocking=True)
         target = batch["target"]
         target = [t.to(self.device, non_blocking=True) for t in target] if isinstance(target, list) \
@@ -133,6 +140,7 @@ class nnUNetTrainerIMNet(nnUNetTrainerMeasured):
                 "mi_finite": finite, "mi_max_abs_score": max_abs, "mi_weight": weight}
 
     def _backward_and_step(self, loss: torch.Tensor) -> None:
+        # nnUNetTrainer.train_step's backward and optimizer step as in nnU-Net 2.8.1
         if self.grad_scaler is not None:
             self.grad_scaler.scale(loss).backward()
             self.grad_scaler.unscale_(self.optimizer)

@@ -19,11 +19,15 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from torch._dynamo import OptimizedModule
 from torch.nn.parallel import DistributedDataParallel
 
+from nnunetv2_imnet.naming import dataset_id
 from nnunetv2_imnet.training.checkpoint import atomic_torch_save
 from nnunetv2_imnet.training.heap import release_free_heap_memory
-from nnunetv2_imnet.training.logging import PanelLocalLogger
+from nnunetv2_imnet.training.panel_logger import PanelLocalLogger
 
-COST_KEYS = ("train_seconds_per_iteration", "peak_memory_mb")
+#: the cost panel of progress.png: time and memory, each on its own axis
+COST_PANEL = {"seconds per training iteration": ("train_seconds_per_iteration",),
+              "peak memory (MB)": ("peak_memory_mb",)}
+COST_KEYS = sum(COST_PANEL.values(), ())
 
 
 class nnUNetTrainerMeasured(nnUNetTrainer):
@@ -33,7 +37,7 @@ class nnUNetTrainerMeasured(nnUNetTrainer):
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.logger.local_logger = PanelLocalLogger(self.logger.local_logger.verbose)
-        self.logger.local_logger.add_panel("training cost", COST_KEYS)
+        self.logger.local_logger.add_panel("training cost", COST_PANEL)
         self._epoch_train_start = 0.0
         #: return free heap pages to the OS after every epoch (glibc only; ~0.1 s to release 1 GB, once per epoch)
         self.release_heap_every_epoch = True
@@ -50,10 +54,10 @@ class nnUNetTrainerMeasured(nnUNetTrainer):
         if folder is None or (os.path.isdir(folder) and any(
                 not name.endswith((".pkl", ".json")) for name in os.listdir(folder))):
             return
-        dataset_id = self.plans_manager.dataset_name[len("Dataset"):len("Dataset") + 3]
+        dataset = self.plans_manager.dataset_name
         raise FileNotFoundError(
-            f"No preprocessed data for configuration '{self.configuration_name}' of {self.plans_manager.dataset_name} "
-            f"in {folder}. Preprocess it first: nnUNetv2_preprocess -d {int(dataset_id)} -c {self.configuration_name} "
+            f"No preprocessed data for configuration '{self.configuration_name}' of {dataset} in {folder}. "
+            f"Preprocess it first: nnUNetv2_preprocess -d {dataset_id(dataset)} -c {self.configuration_name} "
             f"-plans_name {self.plans_manager.plans_name}")
 
     def unwrapped_network(self) -> torch.nn.Module:
@@ -96,6 +100,7 @@ class nnUNetTrainerMeasured(nnUNetTrainer):
         if self.disable_checkpointing:
             self.print_to_log_file("No checkpoint written, checkpointing is disabled")
             return
+        # the entries of nnUNetTrainer.save_checkpoint in nnU-Net 2.8.1
         checkpoint = {
             "network_weights": self.unwrapped_network().state_dict(),
             "optimizer_state": self.optimizer.state_dict(),

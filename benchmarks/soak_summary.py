@@ -1,4 +1,4 @@
-"""Summaries of a process's memory sampled during training (``benchmarks/memory_soak.py``).
+"""Summaries of a process's memory sampled during training, for ``memory_soak.py`` beside this file.
 
 RSS swings by a whole step's activations within every step, so a slope fitted to raw samples mostly measures
 where in a step each sample fell. The summaries here are per epoch of training steps (min, median, 90th

@@ -1,10 +1,14 @@
-"""Known-value checks of the memory soak's summaries (``nnunetv2_imnet.benchmark.rss``)."""
+"""Known-value checks of the memory soak's summaries (``benchmarks/soak_summary.py``, next to the soak script)."""
 from __future__ import annotations
+
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from nnunetv2_imnet.benchmark.rss import epoch_windows, growth_mb_per_100, rss_report
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from soak_summary import epoch_windows, growth_mb_per_100, rss_report  # noqa: E402
 
 
 def soak_samples(steps: int, growth_per_step: float, spike_mb: float = 1000.0, first_epoch_extra: float = 0.0,

@@ -1,0 +1,119 @@
+"""nnU-Net's naming and folder rules in one place: dataset ids and folders, model folders, trainer names, planners.
+
+nnU-Net finds datasets, trainers and models by these names alone, so every part of this package that builds or
+reads one goes through here. Standard library only: the trainers and the benchmark both import it.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+#: the trainer every comparison is against
+BASELINE_TRAINER = "nnUNetTrainer"
+DEFAULT_PLANS = "nnUNetPlans"
+#: plans identifier -> nnU-Net experiment planner that writes it
+PLANNERS: Dict[str, str] = {
+    "nnUNetPlans": "ExperimentPlanner",
+    "nnUNetResEncUNetMPlans": "nnUNetPlannerResEncM",
+    "nnUNetResEncUNetLPlans": "nnUNetPlannerResEncL",
+    "nnUNetResEncUNetXLPlans": "nnUNetPlannerResEncXL",
+}
+#: what nnU-Net writes into a fold folder, newest state first
+CHECKPOINTS = ("checkpoint_final.pth", "checkpoint_latest.pth", "checkpoint_best.pth")
+_DATASET_FOLDER = re.compile(r"^Dataset(\d{3})_(.+)$")
+
+
+# ---------------------------------------------------------------------------------------------- datasets
+def check_dataset_id(dataset_id: int) -> None:
+    if not 1 <= dataset_id <= 999:
+        raise ValueError(f"nnU-Net dataset ids have three digits; {dataset_id} is not in 1-999.")
+
+
+def dataset_folder_name(dataset_id: int, name: str) -> str:
+    """4, ``Hippocampus`` -> ``Dataset004_Hippocampus``."""
+    check_dataset_id(dataset_id)
+    return f"Dataset{dataset_id:03d}_{name}"
+
+
+def parse_dataset_folder(folder_name: str) -> Tuple[int, str]:
+    """``Dataset004_Hippocampus`` -> ``(4, "Hippocampus")``."""
+    match = _DATASET_FOLDER.match(folder_name)
+    if match is None:
+        raise ValueError(f"{folder_name!r} is not an nnU-Net dataset folder name (DatasetXXX_Name); pass the "
+                         f"dataset's folder in nnUNet_raw.")
+    return int(match.group(1)), match.group(2)
+
+
+def dataset_id(folder_name: str) -> int:
+    """``Dataset004_Hippocampus`` -> 4."""
+    return parse_dataset_folder(folder_name)[0]
+
+
+def dataset_folders(root: Path, dataset_id: int) -> List[Path]:
+    """Every folder of ``root`` that carries ``dataset_id`` (nnU-Net needs exactly one), sorted."""
+    root = Path(root)
+    return sorted(root.glob(f"Dataset{dataset_id:03d}_*")) if root.is_dir() else []
+
+
+def find_dataset_folder(root: Path, dataset_id: int) -> Path:
+    """The folder of ``dataset_id`` in an nnU-Net raw or preprocessed ``root``."""
+    if not Path(root).is_dir():
+        raise FileNotFoundError(f"The dataset folder {root} does not exist. Pass the nnU-Net raw folder that holds "
+                                f"dataset {dataset_id} (--raw, or $nnUNet_raw).")
+    matches = dataset_folders(root, dataset_id)
+    if not matches:
+        raise FileNotFoundError(f"No dataset with id {dataset_id} (a folder Dataset{dataset_id:03d}_<name>) in "
+                                f"{root}. Pass the nnU-Net raw folder that holds it (--raw, or $nnUNet_raw).")
+    return matches[0]
+
+
+def lookup_dataset_folder(root: Path, dataset: str) -> Optional[Path]:
+    """``4``, ``004`` or ``Dataset004_Hippocampus`` (as ``nnUNetv2_train`` takes it) -> its folder, if any."""
+    if dataset.startswith("Dataset"):
+        return Path(root) / dataset if (Path(root) / dataset).is_dir() else None
+    try:
+        number = int(dataset)
+    except ValueError:
+        raise ValueError(f"Dataset {dataset!r} is neither an id (e.g. 4) nor a name like "
+                         f"Dataset004_Hippocampus.") from None
+    matches = dataset_folders(root, number)
+    return matches[0] if matches else None
+
+
+def snr_text(snr: float) -> str:
+    """10 -> ``10``, 2.5 -> ``2p5``: an SNR that fits in file and dataset names."""
+    return str(int(snr)) if float(snr).is_integer() else repr(float(snr)).replace(".", "p")
+
+
+def noisy_dataset_name(source_name: str, dataset_id: int, kind: str, snr: float) -> str:
+    """``Dataset004_Hippocampus``, 904, rician, 10 -> ``Dataset904_HippocampusRician10``."""
+    _, name = parse_dataset_folder(source_name)
+    return dataset_folder_name(dataset_id, f"{name}{kind.capitalize()}{snr_text(snr)}")
+
+
+# ---------------------------------------------------------------------------------------------- trainers, models
+def budget_trainer_name(trainer: str, budget: str) -> str:
+    """``nnUNetTrainer`` + ``cpu`` -> ``nnUNetTrainer_cpu``: the class that trains ``trainer`` for that budget."""
+    return f"{trainer}_{budget}"
+
+
+def model_folder(results: Path, dataset_folder: str, trainer: str, plans: str, configuration: str) -> Path:
+    """nnU-Net's model folder: ``nnUNet_results/Dataset.../{trainer}__{plans}__{configuration}``."""
+    return Path(results) / dataset_folder / f"{trainer}__{plans}__{configuration}"
+
+
+def fold_folder(model: Path, fold: int) -> Path:
+    return Path(model) / f"fold_{fold}"
+
+
+def training_done(fold: Path) -> bool:
+    """nnU-Net wrote the final checkpoint and validated it."""
+    return (fold / "checkpoint_final.pth").is_file() and (fold / "validation" / "summary.json").is_file()
+
+
+
+def latest_training_log(fold: Path) -> Optional[Path]:
+    """The log of the newest start of ``nnUNetv2_train`` in a fold folder (``training_log_<date>_<time>.txt``)."""
+    logs = list(Path(fold).glob("training_log_*.txt"))
+    return max(logs, key=lambda p: p.stat().st_mtime) if logs else None
