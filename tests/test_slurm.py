@@ -21,7 +21,7 @@ from nnunetv2_imnet.benchmark.synthetic import make_synthetic_dataset
 
 DAEMONS = ("munged", "slurmctld", "slurmd")
 CLIENTS = ("sbatch", "squeue", "sinfo", "scancel")
-#: the live test's jobs took 20 minutes on 2 CPU cores shared with a training run (load 12); this bounds a hang
+#: the live test took 16-20 minutes on 2 CPU cores shared with a training run (load 10-12); this bounds a hang
 CLUSTER_TIMEOUT_S = 2700
 
 
