@@ -22,6 +22,15 @@ def _condition(text: str) -> Tuple[str, float]:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+def _slurm_option(text: str) -> str:
+    from nnunetv2_imnet.benchmark.slurm import option_name
+    try:
+        option_name(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
+
+
 def _default_device() -> str:
     import torch
     return "cuda" if torch.cuda.is_available() else "cpu"
@@ -111,7 +120,9 @@ def cmd_benchmark(args: argparse.Namespace) -> None:
     if args.slurm:
         from nnunetv2_imnet.benchmark.slurm import write_slurm_scripts
         spec.save()
-        submit = write_slurm_scripts(spec, Path(args.slurm), args.slurm_option)
+        submit = write_slurm_scripts(spec, Path(args.slurm), {"prepare": args.slurm_prepare_option,
+                                                              "train": args.slurm_option,
+                                                              "report": args.slurm_report_option})
         print(f"SLURM scripts written; submit with: bash {submit}")
         return
     run_benchmark(spec, command, dry_run=args.dry_run, report_only=args.report_only, prepare_only=args.prepare_only)
@@ -126,6 +137,7 @@ def cmd_job(args: argparse.Namespace) -> None:
     if not 0 <= args.index < len(jobs):
         raise SystemExit(f"error: --index {args.index} is out of range: the spec has {len(jobs)} jobs "
                          f"(0-{len(jobs) - 1}).")
+    print(runner.describe(jobs[args.index]), flush=True)
     runner.run_job(jobs[args.index])
 
 
@@ -205,9 +217,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--report-only", action="store_true", help="only collect what the runs wrote")
     bench.add_argument("--prepare-only", action="store_true", help="only link, derive and preprocess datasets")
     bench.add_argument("--slurm", default=None, metavar="DIR", help="write a SLURM job array there instead of running")
-    bench.add_argument("--slurm-option", action="append", default=[], metavar="OPTION",
-                       help="an extra #SBATCH option for the training tasks; repeat it, e.g. "
-                            "--slurm-option=--gpus=1 --slurm-option=--time=48:00:00")
+    from nnunetv2_imnet.benchmark.slurm import DEFAULT_OPTIONS
+    for flag, kind, jobs in (("--slurm-option", "train", "the training tasks"),
+                             ("--slurm-prepare-option", "prepare", "the preparation job"),
+                             ("--slurm-report-option", "report", "the report job")):
+        bench.add_argument(flag, action="append", default=[], metavar="OPTION", type=_slurm_option,
+                           help=f"an #SBATCH option for {jobs}, replacing the default of the same name "
+                                f"({' '.join(DEFAULT_OPTIONS[kind])}); repeat it, e.g. {flag}=--time=48:00:00")
     bench.set_defaults(func=cmd_benchmark)
 
     job = sub.add_parser("benchmark-job", help="run job INDEX of a saved spec (a SLURM array task)")

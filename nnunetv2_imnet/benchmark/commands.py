@@ -11,6 +11,8 @@ from nnunetv2_imnet.naming import PLANNERS, dataset_id
 
 #: nnU-Net's environment variables that the benchmark sets for every command
 PATH_VARIABLES = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
+#: worker processes of preprocessing and evaluation (``-np``): fits a 2-core machine; SLURM jobs ask for as many CPUs
+PROCESSES = 2
 
 
 def with_console_scripts(env: Dict[str, str]) -> Dict[str, str]:
@@ -37,7 +39,7 @@ def nnunet_environment(spec: BenchmarkSpec, training: bool) -> Dict[str, str]:
 
 def plan_and_preprocess(task: Task, plans: str) -> List[str]:
     return ["nnUNetv2_plan_and_preprocess", "-d", str(dataset_id(task.dataset)), "-c", task.configuration,
-            "-pl", PLANNERS[plans], "-np", "2"]
+            "-pl", PLANNERS[plans], "-np", str(PROCESSES)]
 
 
 def train(job: Job, device: str, resume: bool) -> List[str]:
@@ -55,7 +57,7 @@ def predict(job: Job, input_folder: Path, output_folder: Path, device: str, tta:
 
 def evaluate(reference_folder: Path, prediction_folder: Path, dataset_json: Path, plans_json: Path) -> List[str]:
     return ["nnUNetv2_evaluate_folder", str(reference_folder), str(prediction_folder),
-            "-djfile", str(dataset_json), "-pfile", str(plans_json), "-np", "2", "--chill"]
+            "-djfile", str(dataset_json), "-pfile", str(plans_json), "-np", str(PROCESSES), "--chill"]
 
 
 def render(command: Sequence[str]) -> str:

@@ -140,17 +140,21 @@ class BenchmarkRunner:
                 print(f"# skipping {job.label}: another process is training it", file=self.out)
                 return False
             epochs = BUDGETS[self.spec.budget].epochs
-            self._execute(command, training=True, log=self._log_file(f"train_{_slug(job.label)}"),
+            self._execute(command, training=True, log=self._train_log(job),
                           stage=f"train {job.label}",
                           progress=lambda: f"{job.label}: {fold_progress(fold_dir, epochs)}")
         return True
 
     def predict_test(self, job: Job) -> bool:
         """Datasets with labelled test cases (``imagesTs`` + ``labelsTs``) are predicted with nnU-Net's TTA."""
-        raw = self.raw_folders[job.task.dataset]
-        if not (raw / "labelsTs").is_dir() or not (raw / "imagesTs").is_dir():
+        if not self._has_labelled_test_split(job):
             return False
+        raw = self.raw_folders[job.task.dataset]
         return self._predict_and_evaluate(job, "test", raw / "imagesTs", raw / "labelsTs", tta=True)
+
+    def _has_labelled_test_split(self, job: Job) -> bool:
+        raw = self.raw_folders[job.task.dataset]
+        return (raw / "labelsTs").is_dir() and (raw / "imagesTs").is_dir()
 
     def evaluate_noise(self, job: Job) -> bool:
         """Predict the fold's validation cases clean and corrupted at each SNR (no TTA, same for every method)."""
@@ -193,7 +197,7 @@ class BenchmarkRunner:
             self._show(predict, done=True)
             self._show(evaluate, done=True)
             return False
-        log = self._log_file(f"evaluate_{_slug(job.label)}_{condition}")
+        log = self._evaluation_log(job, condition)
         if predictions.exists() and not self.dry_run:
             shutil.rmtree(predictions)  # an interrupted prediction: start it again
         self._execute(predict, training=False, log=log, stage=f"predict {condition} {job.label}")
@@ -241,6 +245,19 @@ class BenchmarkRunner:
 
     def _log_file(self, name: str) -> Path:
         return self.spec.logs_dir() / f"{name}.log"
+
+    def _train_log(self, job: Job) -> Path:
+        return self._log_file(f"train_{_slug(job.label)}")
+
+    def _evaluation_log(self, job: Job, condition: str) -> Path:
+        return self._log_file(f"evaluate_{_slug(job.label)}_{condition}")
+
+    def describe(self, job: Job) -> str:
+        """What ``run_job`` runs and where its commands' output goes (after ``prepare_raw``): a SLURM task's log
+        starts with it."""
+        conditions = ["test"] * self._has_labelled_test_split(job) + [n for n, _ in self.spec.eval_conditions()]
+        return (f"{job.label}: nnUNetv2_train, then nnUNetv2_predict and nnUNetv2_evaluate_folder for "
+                f"{', '.join(conditions)}\nfull logs: {self._train_log(job)} and {self._evaluation_log(job, '*')}")
 
     @contextmanager
     def _timed(self, stage: str) -> Iterator[None]:

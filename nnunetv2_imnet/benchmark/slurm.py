@@ -1,16 +1,27 @@
 """A SLURM job array for a benchmark: preparation, one task per training run, then the report.
 
 Each array task runs ``nnunetv2-imnet benchmark-job --index $SLURM_ARRAY_TASK_ID``, which trains (or continues)
-that run and evaluates it; a requeued or resubmitted task continues where it stopped.
+that run and evaluates it; a requeued or resubmitted task continues where it stopped. The commands log under
+``WORK/logs/``, so every job's SLURM log (in ``WORK/logs/slurm/``) starts with what the job runs and where those logs
+are, and ends with its exit status and what to do after a failure.
 """
 from __future__ import annotations
 
 import shlex
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Dict, List, Mapping, Sequence, Tuple
 
+from nnunetv2_imnet.benchmark.commands import PROCESSES
 from nnunetv2_imnet.benchmark.spec import BenchmarkSpec
+
+#: what each job asks for unless the user gives an option of the same name: fits any node. Preparation and a
+#: training task's evaluation run ``PROCESSES`` worker processes; the report runs in one process.
+DEFAULT_OPTIONS: Dict[str, Tuple[str, ...]] = {
+    "prepare": (f"--cpus-per-task={PROCESSES}",),
+    "train": (f"--cpus-per-task={PROCESSES}", "--requeue"),
+    "report": ("--cpus-per-task=1",),
+}
 
 
 def count_jobs(spec: BenchmarkSpec) -> int:
@@ -18,35 +29,90 @@ def count_jobs(spec: BenchmarkSpec) -> int:
     return datasets * len(spec.configurations) * len(spec.methods())
 
 
-def write_slurm_scripts(spec: BenchmarkSpec, folder: Path, training_options: Sequence[str] = ()) -> Path:
-    """Write ``prepare.sbatch``, ``train.sbatch`` (the array), ``report.sbatch`` and ``submit.sh``."""
+def option_name(option: str) -> str:
+    """``--time=48:00:00`` -> ``--time``. Only long options can replace a default, so others raise ValueError."""
+    words = option.split("=", 1)[0].split()
+    if len(words) != 1 or not words[0].startswith("--") or len(words[0]) < 3:
+        raise ValueError(f"{option!r} is not a long sbatch option; write it as --name=value, e.g. "
+                         f"--cpus-per-task=8 rather than -c 8.")
+    return words[0]
+
+
+def sbatch_options(kind: str, given: Sequence[str]) -> List[str]:
+    """The defaults of job ``kind`` that ``given`` does not replace (same option name), then ``given``."""
+    replaced = {option_name(o) for o in given}
+    return [o for o in DEFAULT_OPTIONS[kind] if option_name(o) not in replaced] + list(given)
+
+
+def write_slurm_scripts(spec: BenchmarkSpec, folder: Path, options: Mapping[str, Sequence[str]]) -> Path:
+    """Write ``prepare.sbatch``, ``train.sbatch`` (the array), ``report.sbatch`` and ``submit.sh``.
+
+    ``options`` maps a job kind (``prepare``, ``train``, ``report``) to the user's extra ``#SBATCH`` options.
+    """
+    unknown = set(options) - set(DEFAULT_OPTIONS)
+    if unknown:
+        raise ValueError(f"unknown SLURM job kinds {sorted(unknown)}; the jobs are {list(DEFAULT_OPTIONS)}.")
     folder = folder.resolve()
     folder.mkdir(parents=True, exist_ok=True)
-    spec_file = spec.work_path / "spec.json"
+    spec_file = shlex.quote(str(spec.work_path / "spec.json"))
     cli = f"{shlex.quote(sys.executable)} -m nnunetv2_imnet.cli"
-    logs = spec.logs_dir() / "slurm"
-    header = ["#!/bin/bash", f"#SBATCH --output={logs}/%x_%A_%a.log", "set -euo pipefail"]
-    scripts = {
-        "prepare.sbatch": header[:1] + ["#SBATCH --job-name=imnet-prepare", "#SBATCH --cpus-per-task=8"]
-        + header[1:] + [f"{cli} prepare --spec {spec_file}"],
-        "train.sbatch": header[:1] + ["#SBATCH --job-name=imnet-train", f"#SBATCH --array=0-{count_jobs(spec) - 1}",
-                                      "#SBATCH --requeue"] + [f"#SBATCH {o}" for o in training_options]
-        + header[1:] + [f"{cli} benchmark-job --spec {spec_file} --index \"$SLURM_ARRAY_TASK_ID\""],
-        "report.sbatch": header[:1] + ["#SBATCH --job-name=imnet-report", "#SBATCH --cpus-per-task=4"]
-        + header[1:] + [f"{cli} report --spec {spec_file}"],
+    logs, slurm_logs = spec.logs_dir(), spec.logs_dir() / "slurm"
+    last = count_jobs(spec) - 1
+    jobs = {
+        "prepare": (f"{cli} prepare --spec {spec_file}",
+                    f"link, derive and preprocess the datasets (nnUNetv2_plan_and_preprocess -np {PROCESSES}); "
+                    f"full logs: {_quotable(logs)}/prepare_*.log",
+                    f"fix the cause, scancel the waiting training array and report, then run "
+                    f"bash {_quotable(folder)}/submit.sh again (finished work is kept)"),
+        "train": (f"{cli} benchmark-job --spec {spec_file} --index \"$SLURM_ARRAY_TASK_ID\"",
+                  f"train, predict and evaluate the run of array index $SLURM_ARRAY_TASK_ID (of 0-{last}) named "
+                  f"below; full logs: the files it names in {_quotable(logs)}/",
+                  f"fix the cause, then sbatch --array=$SLURM_ARRAY_TASK_ID {_quotable(folder)}/train.sbatch "
+                  f"(it continues where it stopped) and sbatch {_quotable(folder)}/report.sbatch"),
+        "report": (f"{cli} report --spec {spec_file}",
+                   f"collect what the tasks wrote into {_quotable(spec.results_dir())}/results.md, results.csv "
+                   f"and plots; full log: this file",
+                   f"fix the cause, then sbatch {_quotable(folder)}/report.sbatch"),
     }
-    for name, lines in scripts.items():
-        (folder / name).write_text("\n".join(lines) + "\n")
+    for kind, (command, about, on_failure) in jobs.items():
+        output = "%x_%A_%a.log" if kind == "train" else "%x_%j.log"
+        directives = [f"--job-name=imnet-{kind}", f"--output={slurm_logs}/{output}"]
+        if kind == "train":
+            directives.append(f"--array=0-{last}")
+        directives += sbatch_options(kind, options.get(kind, ()))
+        (folder / f"{kind}.sbatch").write_text(_job_script(directives, command, about, on_failure))
     submit = folder / "submit.sh"
     submit.write_text("\n".join([
         "#!/bin/bash",
         "# preparation, then the training array, then the report (also after failed tasks: it lists them)",
         "set -euo pipefail",
         f"cd {shlex.quote(str(folder))}",
-        f"mkdir -p {shlex.quote(str(logs))}",
+        f"mkdir -p {shlex.quote(str(slurm_logs))}",
         "prepare=$(sbatch --parsable prepare.sbatch)",
         "train=$(sbatch --parsable --dependency=afterok:$prepare train.sbatch)",
         "report=$(sbatch --parsable --dependency=afterany:$train report.sbatch)",
-        'echo "submitted: prepare $prepare, train $train, report $report"',
+        f'echo "submitted: prepare $prepare, train $train, report $report; their logs: {_quotable(slurm_logs)}"',
     ]) + "\n")
     return submit
+
+
+def _job_script(directives: Sequence[str], command: str, about: str, on_failure: str) -> str:
+    """A job that logs what it runs (``about`` and the command line) and ends its log with the exit status.
+
+    The trap keeps bash alive through SIGTERM (time limit, scancel, preemption) so the last line is still written.
+    """
+    return "\n".join(["#!/bin/bash", *(f"#SBATCH {d}" for d in directives), "set -euo pipefail",
+                      "trap 'echo \"$(date -Is) SIGTERM: stopped by the time limit, scancel or preemption\"' TERM",
+                      f'echo "$(date -Is) ${{SLURM_JOB_NAME:-}} job ${{SLURM_JOB_ID:-}} on $(hostname): {about}"',
+                      f"command=({command})",
+                      'echo "+ ${command[*]}"',
+                      "status=0",
+                      '"${command[@]}" || status=$?',
+                      'if [ "$status" -eq 0 ]; then echo "$(date -Is) finished: exit status 0"',
+                      f'else echo "$(date -Is) FAILED: exit status $status; see the error above; {on_failure}"; fi',
+                      'exit "$status"']) + "\n"
+
+
+def _quotable(path: Path) -> str:
+    """``path`` escaped for a double-quoted shell string (where ``$`` and backquotes would expand)."""
+    return "".join("\\" + c if c in '"$`\\' else c for c in str(path))
