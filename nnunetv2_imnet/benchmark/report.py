@@ -39,7 +39,8 @@ def write_report(spec: BenchmarkSpec, collected: Collected, out_dir: Path, comma
                  else "") + f"). NSD at {spec.nsd_tolerance_mm:g} mm "
               f"(MONAI `compute_surface_dice`). Rank: MSD-style significance ranking (one-sided Wilcoxon, "
               f"alpha 0.05, per class and metric, averaged), lower is better.", ""]
-    ranks = msd_ranking(_long(validation)) if not validation.empty else pd.DataFrame()
+    directions = {metric: True for metric in METRICS}
+    ranks = msd_ranking(_long(validation), directions) if not validation.empty else pd.DataFrame()
     for task, frame in validation.groupby(["dataset", "configuration"], sort=False):
         lines += [f"### {task[0]} / {task[1]}", "", *_leaderboard(frame, ranks, f"{task[0]}/{task[1]}"), ""]
     lines += ["## Paired differences against the baseline", "",
