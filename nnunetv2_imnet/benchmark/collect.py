@@ -27,17 +27,17 @@ CURVE_KEYS = ("mean_fg_dice", "ema_fg_dice", "mi_estimate", "train_seconds_per_i
 class Collected:
     cases: pd.DataFrame  # case_columns(): one row per job x evaluation x case x class
     training: pd.DataFrame  # one row per job x epoch with CURVE_KEYS
-    missing: List[str]  # jobs that have not finished
+    missing: List[Job]  # jobs that have not finished
 
 
 def collect(spec: BenchmarkSpec, jobs: Sequence[Job]) -> Collected:
     case_rows: List[dict] = []
     curve_rows: List[dict] = []
-    missing: List[str] = []
+    missing: List[Job] = []
     for job in jobs:
         fold_dir = spec.fold_dir(job)
         if not training_done(fold_dir):
-            missing.append(job.label)
+            missing.append(job)
             continue
         labels = _labels(fold_dir.parent)
         file_ending = json.loads((fold_dir.parent / "dataset.json").read_text())["file_ending"]
