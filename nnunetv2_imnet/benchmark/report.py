@@ -117,8 +117,11 @@ def _long(cases: pd.DataFrame) -> pd.DataFrame:
 
 
 def _fmt(values: pd.Series) -> str:
+    """Mean ± sd; a single value has no sd to show."""
     values = values.dropna()
-    return "n/a" if values.empty else f"{values.mean():.4f} ± {values.std(ddof=1) if len(values) > 1 else 0:.4f}"
+    if len(values) < 2:
+        return f"{values.iloc[0]:.4f}" if len(values) else "n/a"
+    return f"{values.mean():.4f} ± {values.std(ddof=1):.4f}"
 
 
 def _title(name: str) -> str:
@@ -161,7 +164,9 @@ def _comparison_sections(frame: pd.DataFrame, baseline: str, level: str) -> List
             "percentile): draw folds with replacement, then each drawn fold's cases with replacement. p: exact "
             "two-sided sign-flip test on the fold-level differences (all 2^n sign patterns). With n folds the "
             "smallest possible p is 2/2^n: 0.0625 with 5 folds, so 5 folds can never give p < 0.05 and a "
-            "p of 0.0625 is the strongest evidence they can show; 1 fold gives p = 1 and a CI of case noise only. "
+            "p of 0.0625 is the strongest evidence they can show; 1 fold gives p = 1 and a CI of case noise only. With few "
+            "folds the bootstrap cannot reach beyond the observed fold differences, so its CI is too narrow: read "
+            "it together with the sign-flip p. "
             + family, "",
             *_markdown(["task", "method", "metric", "folds", "difference", "95% CI", "sign-flip p", "Holm p",
                         "smallest possible p"], fold_rows), "",

@@ -45,16 +45,26 @@ def write_plots(spec: BenchmarkSpec, collected: Collected, out_dir: Path) -> Lis
 
 
 def _dice_boxplot(frame: pd.DataFrame, path: Path) -> Path:
+    """Dice per class over all validation cases, with each fold's mean beside its box (one model per fold)."""
     classes = list(dict.fromkeys(frame["class"]))
     methods = list(dict.fromkeys(frame["method"]))
-    fig, axes = plt.subplots(1, len(classes), figsize=(5 * len(classes), 4.5), squeeze=False)
+    fig, axes = plt.subplots(1, len(classes), figsize=(5 * len(classes), 5), squeeze=False)
     for ax, cls in zip(axes[0], classes):
-        data = [frame[(frame["class"] == cls) & (frame["method"] == m)]["dice"].dropna() for m in methods]
-        ax.boxplot(data, showmeans=True)
+        rows = frame[frame["class"] == cls]
+        ax.boxplot([rows.loc[rows["method"] == m, "dice"].dropna() for m in methods], showmeans=True)
+        for position, method in enumerate(methods, start=1):
+            for fold, dice in rows[rows["method"] == method].groupby("fold")["dice"]:
+                ax.plot(position + 0.3, dice.mean(), color="0.3", linestyle="none",
+                        marker=FOLD_MARKERS[int(fold) % len(FOLD_MARKERS)], markersize=5)
         ax.set_xticks(range(1, len(methods) + 1), methods, rotation=20, ha="right", fontsize=8)
-        ax.set_title(f"Dice, {cls}")
-    fig.suptitle(f"{frame['dataset'].iloc[0]} / {frame['configuration'].iloc[0]}: validation cases")
-    fig.tight_layout()
+        ax.set(title=f"Dice, {cls}", ylabel="Dice")
+    handles = [Line2D([], [], color="C2", linestyle="none", marker="^", label="mean of all cases")]
+    handles += [Line2D([], [], color="0.3", linestyle="none", marker=FOLD_MARKERS[int(f) % len(FOLD_MARKERS)],
+                       label=f"fold {f} mean") for f in sorted(frame["fold"].unique())]
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
+    fig.suptitle(f"{frame['dataset'].iloc[0]} / {frame['configuration'].iloc[0]}: validation cases (box: all cases "
+                 f"of all folds)")
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
