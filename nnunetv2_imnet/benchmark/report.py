@@ -28,6 +28,18 @@ WHICH_TO_TRUST = (
     "that happened to leave nnU-Net's all-background plateau late can decide it. Its CI is narrower because it "
     "ignores training variance, not because it knows more.")
 
+FOLD_LEVEL = (
+    "Difference = mean over the folds both arms finished of (method - `{baseline}`) on the fold's mean over cases "
+    "(mean over classes per case). 95% CI: hierarchical bootstrap (10,000 resamples, percentile): draw folds with "
+    "replacement, then each drawn fold's cases with replacement. p: exact two-sided sign-flip test on the "
+    "fold-level differences (all 2^n sign patterns). With n folds the smallest possible p is 2/2^n: 0.0625 with 5 "
+    "folds, so 5 folds can never give p < 0.05 and a p of 0.0625 is the strongest evidence they can show; 1 fold "
+    "gives p = 1 and a CI of case noise only. With few folds the bootstrap cannot reach beyond the observed fold "
+    "differences, so its CI is too narrow: read it together with the sign-flip p.")
+CASE_LEVEL = (
+    "Per case, method minus `{baseline}` on the mean over classes, over the cases of the folds both arms finished; "
+    "bootstrap 95% CI of the mean difference (BCa, 10,000 resamples) and two-sided Wilcoxon signed-rank p.")
+
 
 def write_report(spec: BenchmarkSpec, collected: Collected, out_dir: Path, command: str,
                  timings: Optional[Dict[str, float]] = None, versions: Optional[Dict[str, str]] = None) -> Path:
@@ -54,14 +66,14 @@ def write_report(spec: BenchmarkSpec, collected: Collected, out_dir: Path, comma
         lines += [f"### {task[0]} / {task[1]}", "", *_leaderboard(frame, ranks, f"{task[0]}/{task[1]}"), ""]
     lines += ["## Runs", "", *_runs_table(validation, collected), ""]
     lines += ["## Paired differences against the baseline", "", WHICH_TO_TRUST, "",
-              *_comparison_sections(validation, baseline, "###")]
+              *_comparison_sections(validation, baseline)]
     lines += ["## Per fold (mean over each fold's validation cases)", "",
               "One trained model per arm and fold; the fold-level comparison pairs these numbers.", "",
               *_per_fold(validation), ""]
     test = cases[cases["evaluation"] == "test"]
     if not test.empty:
         lines += ["## Labelled test split (every fold's model, TTA)", "", *_summary_table(test), "",
-                  *_comparison_sections(test, baseline, "###")]
+                  *_comparison_sections(test, baseline)]
     lines += ["## Training cost (measured in the same runs)", "", *_cost_table(collected.training, baseline), ""]
     lines += ["## Convergence", "", *_convergence(collected.training, baseline, spec.budget), ""]
     noise = cases[~cases["evaluation"].isin(["validation", "test"])]
@@ -144,7 +156,7 @@ def _leaderboard(frame: pd.DataFrame, ranks: pd.DataFrame, task: str) -> List[st
     return _markdown(header, rows)
 
 
-def _comparison_sections(frame: pd.DataFrame, baseline: str, level: str) -> List[str]:
+def _comparison_sections(frame: pd.DataFrame, baseline: str) -> List[str]:
     """The fold-level and the case-level comparison of one evaluation split, each Holm-adjusted over its table."""
     table = compare_with_baseline(frame, baseline, list(METRICS.values()))
     if table.empty:
@@ -158,22 +170,12 @@ def _comparison_sections(frame: pd.DataFrame, baseline: str, level: str) -> List
                   f"{r.baseline_mean:.4f}", f"{r.method_mean:.4f}", f"{r.case_difference:+.4f}",
                   _interval(r.case_ci_low, r.case_ci_high), _p(r.wilcoxon_p), _p(r.wilcoxon_p_holm)]
                  for r in table.itertuples()]
-    return [f"{level} Fold level (unit: one trained model per arm and fold)", "",
-            f"Difference = mean over the folds both arms finished of (method - `{baseline}`) on the fold's mean "
-            "over cases (mean over classes per case). 95% CI: hierarchical bootstrap (10,000 resamples, "
-            "percentile): draw folds with replacement, then each drawn fold's cases with replacement. p: exact "
-            "two-sided sign-flip test on the fold-level differences (all 2^n sign patterns). With n folds the "
-            "smallest possible p is 2/2^n: 0.0625 with 5 folds, so 5 folds can never give p < 0.05 and a "
-            "p of 0.0625 is the strongest evidence they can show; 1 fold gives p = 1 and a CI of case noise only. With few "
-            "folds the bootstrap cannot reach beyond the observed fold differences, so its CI is too narrow: read "
-            "it together with the sign-flip p. "
-            + family, "",
+    return ["### Fold level (unit: one trained model per arm and fold)", "",
+            FOLD_LEVEL.format(baseline=baseline) + " " + family, "",
             *_markdown(["task", "method", "metric", "folds", "difference", "95% CI", "sign-flip p", "Holm p",
                         "smallest possible p"], fold_rows), "",
-            f"{level} Case level (unit: case; each arm's trained models taken as fixed)", "",
-            f"Per case, method minus `{baseline}` on the mean over classes, over the cases of the folds both arms "
-            "finished; bootstrap 95% CI of the mean difference (BCa, 10,000 resamples) and two-sided Wilcoxon "
-            "signed-rank p. " + family, "",
+            "### Case level (unit: case; each arm's trained models taken as fixed)", "",
+            CASE_LEVEL.format(baseline=baseline) + " " + family, "",
             *_markdown(["task", "method", "metric", "n", "baseline", "method mean", "difference", "95% CI",
                         "Wilcoxon p", "Holm p"], case_rows), ""]
 
