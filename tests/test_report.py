@@ -82,6 +82,7 @@ def test_fold_level_comparison_of_a_known_shift(tmp_path) -> None:
     nsd = _row(text, "Dataset004_Hippocampus/3d_fullres", f"`{IMNET}`", "NSD ↑", "0, 1, 2, 3, 4")
     assert nsd.endswith("| +0.0000 | [+0.0000, +0.0000] | 1 | 1 | 0.0625 |")
     assert "0.0625 with 5 folds" in text and "Trust the fold level" in text
+    assert "The methods cover different folds" not in text
 
 
 def test_partial_results_report_what_exists_and_compare_common_folds(tmp_path) -> None:
@@ -98,6 +99,8 @@ def test_partial_results_report_what_exists_and_compare_common_folds(tmp_path) -
     assert _row(runs, "Dataset004_Hippocampus/3d_fullres", f"`{BASE}`", "0, 1, 2, 3", "4")
     assert _row(runs, "Dataset004_Hippocampus/3d_fullres", f"`{CONTROL}`", "none", "0, 1, 2, 3, 4")
     assert set(csv["method"]) == {BASE, IMNET}
+    assert "The methods cover different folds (see Runs)" in _section(text, "Leaderboard (cross-validation cases, "
+                                                                            "nnU-Net's own validation with TTA)")
     # only folds 1 and 2 have both arms: 2 folds, smallest p 2/4
     fold_row = _row(text, "Dataset004_Hippocampus/3d_fullres", f"`{IMNET}`", "Dice ↑", "1, 2", "+0.1000")
     assert fold_row.endswith("| 0.5 |")

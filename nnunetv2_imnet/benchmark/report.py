@@ -64,6 +64,9 @@ def write_report(spec: BenchmarkSpec, collected: Collected, out_dir: Path, comma
     ranks = msd_ranking(_long(validation), directions) if not validation.empty else pd.DataFrame()
     for task, frame in validation.groupby(TASK, sort=False):
         lines += [f"### {task[0]} / {task[1]}", "", *_leaderboard(frame, ranks, f"{task[0]}/{task[1]}"), ""]
+        if frame.groupby("method")["fold"].apply(frozenset).nunique() > 1:
+            lines += ["The methods cover different folds (see Runs), so these means are over different cases; the "
+                      "ranking and the paired comparisons below use only the cases both methods have.", ""]
     lines += ["## Runs", "", *_runs_table(validation, collected), ""]
     lines += ["## Paired differences against the baseline", "", WHICH_TO_TRUST, "",
               *_comparison_sections(validation, baseline)]
