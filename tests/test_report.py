@@ -1,5 +1,5 @@
-"""Collection and the report on hand-written finished runs: a metric added in one place, partial results, a spec
-that trains only noisy copies, and the fold-level numbers known by construction."""
+"""Collection and the report on hand-written finished runs: a metric added in one place, partial results, specs
+that train only noisy copies or on ResEnc plans, and the fold-level numbers known by construction."""
 from __future__ import annotations
 
 import re
@@ -146,3 +146,16 @@ def test_nothing_finished_still_writes_a_report(tmp_path) -> None:
     sections = re.findall(r"^## (.+)$", text, flags=re.M)
     assert sections[:3] == ["Leaderboard (cross-validation cases, nnU-Net's own validation with TTA)", "Runs",
                             "Paired differences against the baseline"]
+
+
+def test_a_spec_on_resenc_plans_compares_against_its_own_baseline(tmp_path) -> None:
+    spec = _spec(tmp_path, trainers=[BASE, IMNET], folds=[0, 1], plans=["nnUNetResEncUNetMPlans"])
+    for job in spec.jobs(NAMES):
+        if job.fold == 0 or job.method.trainer == BASE:
+            finish_run(spec, job, dice=[0.8, 0.82] if job.method.trainer == IMNET else [0.7, 0.72], curve=SLOW)
+    text, _ = _report(spec, tmp_path)
+    assert "paired comparisons below use only the cases both methods have" in text
+    row = _row(text, "Dataset004_Hippocampus/3d_fullres", f"`{IMNET}@nnUNetResEncUNetMPlans`", "Dice ↑", "0")
+    assert row.endswith("| +0.1000 | [+0.1000, +0.1000] | 1 | 1 | 1 |")
+    assert _row(_section(text, "Runs"), "Dataset004_Hippocampus/3d_fullres", f"`{IMNET}@nnUNetResEncUNetMPlans`",
+                "0", "1")
