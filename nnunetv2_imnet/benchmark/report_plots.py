@@ -16,6 +16,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from nnunetv2_imnet.benchmark.collect import Collected  # noqa: E402
 from nnunetv2_imnet.benchmark.convergence import (CURVE, FRACTIONS, baseline_final, iterations_per_epoch,  # noqa: E402
@@ -114,6 +115,7 @@ def _fold_lines(ax: Axes, curves: pd.DataFrame, methods: List[str], column: str)
                     marker=FOLD_MARKERS[int(fold) % len(FOLD_MARKERS)], markersize=4.5)
         mean = group.groupby("steps")[column].mean()
         ax.plot(mean.index, mean.to_numpy(), color=colour, linewidth=2.5)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole batches
     ax.grid(alpha=0.3)
 
 
