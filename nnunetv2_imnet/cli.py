@@ -168,7 +168,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
                          eval_noise=[("rician", 10.0), ("rician", 5.0), ("gaussian", 5.0)]).validate()
     path = run_benchmark(spec, "nnunetv2-imnet demo" + (f" --work {args.work}" if args.work else ""))
     text = path.read_text()
-    leaderboard = text[text.index("## Leaderboard"):text.index("## Paired differences")]
+    leaderboard = text[text.index("## Leaderboard"):text.index("## Runs")]
     print("\n" + leaderboard.strip() + "\n")
     print("The smoke budget trains for a few iterations: these numbers show the pipeline works, not which "
           "method is better. Use --budget cpu or full on real data for that.")

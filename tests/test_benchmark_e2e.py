@@ -32,10 +32,13 @@ def test_killed_run_resumes_without_retraining_finished_folds(smoke_benchmark):
 def test_report_has_the_leaderboard_first_and_every_section(smoke_benchmark):
     results = smoke_benchmark["work"] / "results"
     text = (results / "results.md").read_text()
-    sections = re.findall(r"^## (.+)$", text, flags=re.M)
+    sections = re.findall(r"^###? (.+)$", text, flags=re.M)
     assert sections[0].startswith("Leaderboard")
-    for expected in ("Paired differences against the baseline", "Per fold (mean foreground Dice)",
-                     "Training cost (measured in the same runs)", "Convergence",
+    for expected in ("Runs", "Paired differences against the baseline",
+                     "Fold level (unit: one trained model per arm and fold)",
+                     "Case level (unit: case; each arm's trained models taken as fixed)",
+                     "Per fold (mean over each fold's validation cases)", "Training cost (measured in the same runs)",
+                     "Convergence", "Steps to reach 90% and 95% of the baseline's final pseudo Dice",
                      "Noise robustness (validation cases corrupted at test time, no TTA)", "Plots", "Provenance"):
         assert expected in sections
     assert "| `nnUNetTrainer` |" in text and "| `nnUNetTrainerIMNet` |" in text

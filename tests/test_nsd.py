@@ -1,4 +1,5 @@
-"""NSD on hand-made masks whose surface distances are known, file reading, and Dice rows from summary.json.
+"""NSD on hand-made masks whose surface distances are known, file reading, and the registered metrics on
+the cases of nnU-Net's summary.json.
 
 Boundary = foreground pixels with a face-neighbour outside the mask (MONAI's edges). A 4x4 square has 12 of them.
 """
@@ -15,7 +16,7 @@ from nnunetv2.evaluation.evaluate_predictions import compute_metrics, save_summa
 from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
 from nnunetv2.utilities.json_export import recursive_fix_for_json_export
 
-from nnunetv2_imnet.benchmark.metrics import (case_id, case_nsd, dice_per_case, normalized_surface_dice,
+from nnunetv2_imnet.benchmark.metrics import (METRICS, case_id, case_nsd, evaluated_cases, normalized_surface_dice,
                                               read_segmentation)
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")  # MONAI's own deprecated internal argument
@@ -180,25 +181,34 @@ def _summary_json(tmp_path: Path) -> Path:
     return tmp_path / "summary.json"
 
 
-def test_dice_per_case_reads_nnunet_summary_json(tmp_path: Path) -> None:
+REGIONS = {"1": 1, "2": 2, "(1, 2)": (1, 2)}
+
+
+def test_registered_metrics_read_nnunet_summary_json(tmp_path: Path) -> None:
     summary = _summary_json(tmp_path)
     assert '"(1, 2)"' in summary.read_text()  # nnU-Net's key for a region
-    rows = dice_per_case(summary)
-    assert [(r["case"], r["label"]) for r in rows] == [
-        ("case_a", "(1, 2)"), ("case_a", "1"), ("case_a", "2"), ("case_b", "(1, 2)"), ("case_b", "1"), ("case_b", "2")]
-    dice = {(r["case"], r["label"]): r["dice"] for r in rows}
-    assert dice[("case_a", "1")] == dice[("case_a", "2")] == dice[("case_a", "(1, 2)")] == 1.0
-    assert dice[("case_b", "1")] == 1.0
-    assert dice[("case_b", "2")] == 0.0
-    assert dice[("case_b", "(1, 2)")] == pytest.approx(2 * 8 / (8 + 16))
+    cases = evaluated_cases(summary, REGIONS, tolerance_mm=1.0)
+    assert list(cases) == ["case_a", "case_b"]
+    dice = {case: METRICS["dice"].per_case(evaluated) for case, evaluated in cases.items()}
+    assert dice["case_a"] == {"(1, 2)": 1.0, "1": 1.0, "2": 1.0}
+    assert dice["case_b"]["1"] == 1.0 and dice["case_b"]["2"] == 0.0
+    assert dice["case_b"]["(1, 2)"] == pytest.approx(2 * 8 / (8 + 16))
+    # case_b misses label 2 entirely: its NSD is 0, and the region (1, 2) keeps the boundary rows 2 and 5 only
+    nsd = METRICS["nsd"].per_case(cases["case_b"])
+    assert nsd["1"] == 1.0 and nsd["2"] == 0.0 and 0.0 < nsd["(1, 2)"] < 1.0
 
 
-def test_dice_per_case_keeps_nan_and_rejects_other_json(tmp_path: Path) -> None:
+def test_registered_metrics_declare_their_direction() -> None:
+    assert {name: metric.higher_is_better for name, metric in METRICS.items()} == {"dice": True, "nsd": True}
+    assert all(name == metric.name for name, metric in METRICS.items())
+
+
+def test_summary_dice_keeps_nan_and_other_json_is_rejected(tmp_path: Path) -> None:
     entry = {"prediction_file": "/p/c.nii.gz", "reference_file": "/r/c.nii.gz", "metrics": {"3": {"Dice": math.nan}}}
     path = tmp_path / "summary.json"
     path.write_text(json.dumps({"metric_per_case": [entry]}))
-    [row] = dice_per_case(path)
-    assert row["case"] == "c" and row["label"] == "3" and math.isnan(row["dice"])
+    [(case, evaluated)] = evaluated_cases(path, {"3": 3}, tolerance_mm=1.0).items()
+    assert case == "c" and math.isnan(METRICS["dice"].per_case(evaluated)["3"])
     path.write_text(json.dumps({"mean": {}}))
     with pytest.raises(ValueError, match="no 'metric_per_case'"):
-        dice_per_case(path)
+        evaluated_cases(path, {"3": 3}, tolerance_mm=1.0)

@@ -12,31 +12,32 @@ import pandas as pd
 import torch
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-from nnunetv2_imnet.benchmark.metrics import case_id, case_nsd, dice_per_case
+from nnunetv2_imnet.benchmark.metrics import METRICS, EvaluatedCase, Metric, evaluated_cases
 from nnunetv2_imnet.benchmark.spec import BenchmarkSpec, Job
 from nnunetv2_imnet.naming import training_done
 
 Label = Union[int, Tuple[int, ...]]
-CASE_COLUMNS = ["dataset", "configuration", "plans", "trainer", "method", "fold", "evaluation", "case", "class",
-                "label", "dice", "nsd"]
+#: what identifies a row of results.csv; one column per registered metric follows
+IDENTITY_COLUMNS = ["dataset", "configuration", "plans", "trainer", "method", "fold", "evaluation", "case", "class",
+                    "label"]
 CURVE_KEYS = ("mean_fg_dice", "ema_fg_dice", "mi_estimate", "train_seconds_per_iteration", "peak_memory_mb")
 
 
 @dataclass
 class Collected:
-    cases: pd.DataFrame  # CASE_COLUMNS: one row per job x evaluation x case x class
+    cases: pd.DataFrame  # case_columns(): one row per job x evaluation x case x class
     training: pd.DataFrame  # one row per job x epoch with CURVE_KEYS
-    missing: List[str]  # jobs that have not finished
+    missing: List[Job]  # jobs that have not finished
 
 
 def collect(spec: BenchmarkSpec, jobs: Sequence[Job]) -> Collected:
     case_rows: List[dict] = []
     curve_rows: List[dict] = []
-    missing: List[str] = []
+    missing: List[Job] = []
     for job in jobs:
         fold_dir = spec.fold_dir(job)
         if not training_done(fold_dir):
-            missing.append(job.label)
+            missing.append(job)
             continue
         labels = _labels(spec.model_dir(job))
         file_ending = json.loads((spec.model_dir(job) / "dataset.json").read_text())["file_ending"]
@@ -49,7 +50,12 @@ def collect(spec: BenchmarkSpec, jobs: Sequence[Job]) -> Collected:
             if summary.is_file():
                 case_rows += _case_rows(identity, evaluation, summary, labels, file_ending, spec.nsd_tolerance_mm)
         curve_rows += [{**identity, **row} for row in training_curves(fold_dir / "checkpoint_final.pth")]
-    return Collected(pd.DataFrame(case_rows, columns=CASE_COLUMNS), pd.DataFrame(curve_rows), missing)
+    return Collected(pd.DataFrame(case_rows, columns=case_columns()), pd.DataFrame(curve_rows), missing)
+
+
+def case_columns() -> List[str]:
+    """results.csv's columns: the identity, then every metric of the registry."""
+    return IDENTITY_COLUMNS + list(METRICS)
 
 
 def _labels(trainer_dir: Path) -> Dict[str, Tuple[Label, str]]:
@@ -69,26 +75,26 @@ def _as_key(value) -> Label:
 
 def _case_rows(identity: dict, evaluation: str, summary: Path, labels: Dict[str, Tuple[Label, str]],
                file_ending: str, tolerance_mm: float) -> List[dict]:
-    """Dice from nnU-Net's summary.json; NSD computed here for the same files (cached next to them)."""
-    nsd = _cached_nsd(summary, labels, file_ending, tolerance_mm)
-    return [{**identity, "evaluation": evaluation, "case": r["case"], "class": labels[r["label"]][1],
-             "label": r["label"], "dice": r["dice"], "nsd": nsd.get(r["case"], {}).get(r["label"], math.nan)}
-            for r in dice_per_case(summary, file_ending) if r["label"] in labels]
+    """One row per case and class with every registered metric, for the cases of nnU-Net's summary.json."""
+    cases = evaluated_cases(summary, {key: label for key, (label, _) in labels.items()}, tolerance_mm, file_ending)
+    values = {metric.name: _metric_values(metric, cases, summary.parent, tolerance_mm) for metric in METRICS.values()}
+    return [{**identity, "evaluation": evaluation, "case": case, "class": name, "label": key,
+             **{metric: values[metric][case].get(key, math.nan) for metric in values}}
+            for case in cases for key, (_, name) in labels.items()]
 
 
-def _cached_nsd(summary: Path, labels: Dict[str, Tuple[Label, str]], file_ending: str,
-                tolerance_mm: float) -> Dict[str, Dict[str, float]]:
-    cache_file = summary.parent / f"nsd_{tolerance_mm:g}mm.json"
-    entries = json.loads(summary.read_text())["metric_per_case"]
-    cases = {case_id(e["prediction_file"], file_ending): e for e in entries}
+def _metric_values(metric: Metric, cases: Dict[str, EvaluatedCase], folder: Path,
+                   tolerance_mm: float) -> Dict[str, Dict[str, float]]:
+    """case -> label key -> value; a metric with a ``cache_file`` is computed once per set of cases."""
+    if metric.cache_file is None:
+        return {case: dict(metric.per_case(evaluated)) for case, evaluated in cases.items()}
+    cache_file = folder / metric.cache_file.format(tolerance_mm=tolerance_mm)
     if cache_file.is_file():
         cached = json.loads(cache_file.read_text())
         if set(cached) == set(cases):
             return cached
-    label_values = [label for label, _ in labels.values()]
-    values = {case: {str(k): float(v) for k, v in
-                     case_nsd(e["prediction_file"], e["reference_file"], label_values, tolerance_mm).items()}
-              for case, e in cases.items()}
+    values = {case: {key: float(v) for key, v in metric.per_case(evaluated).items()}
+              for case, evaluated in cases.items()}
     cache_file.write_text(json.dumps(values))
     return values
 

@@ -1,13 +1,15 @@
 """Per-case metrics for the leaderboard: normalized surface Dice (NSD) via MONAI, and Dice from nnU-Net's summary.json.
 
 NSD complements Dice: it scores how much of the boundary lies within a clinically tolerable distance, which Dice
-(dominated by large interiors) barely sees.
+(dominated by large interiors) barely sees. ``METRICS`` is the one place to add a metric: collection, the report's
+tables and the ranking read it.
 """
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import SimpleITK as sitk
@@ -118,15 +120,54 @@ def case_id(file_name: Union[str, Path], file_ending: Optional[str] = None) -> s
                      f"(dataset.json 'file_ending')")
 
 
-def dice_per_case(summary_json_path: Union[str, Path], file_ending: Optional[str] = None) -> List[Dict[str, object]]:
-    """Rows {case, label, dice} from nnU-Net's summary.json, so Dice can be paired per case across trainers.
+@dataclass(frozen=True)
+class EvaluatedCase:
+    """One entry of nnU-Net's summary.json and what a per-case metric may need beside it."""
 
-    ``label`` is the key as nnU-Net writes it: ``"1"`` for a label, ``"(1, 2)"`` for a region. Dice stays NaN
-    where nnU-Net wrote NaN (label absent from both prediction and reference).
-    """
+    prediction_file: str
+    reference_file: str
+    nnunet_metrics: Mapping[str, Mapping[str, float]]  # summary.json label key -> nnU-Net's metrics (Dice, FP, ...)
+    labels: Mapping[str, Label]  # summary.json label key ("1", "(1, 2)") -> label or region
+    tolerance_mm: float  # the benchmark's boundary tolerance
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A per-case leaderboard metric: one entry in ``METRICS`` gives it a results.csv column, report columns and
+    a part in the ranking, in the direction ``higher_is_better`` declares."""
+
+    name: str  # results.csv column
+    title: str  # report heading
+    higher_is_better: bool
+    per_case: Callable[[EvaluatedCase], Mapping[str, float]]  # summary.json label key -> value (NaN: undefined)
+    cache_file: Optional[str] = None  # costly metrics are cached next to summary.json under this name
+
+
+def evaluated_cases(summary_json_path: Union[str, Path], labels: Mapping[str, Label], tolerance_mm: float,
+                    file_ending: Optional[str] = None) -> Dict[str, EvaluatedCase]:
+    """case id -> ``EvaluatedCase`` for every case of nnU-Net's summary.json (its label keys as nnU-Net writes
+    them: ``"1"`` for a label, ``"(1, 2)"`` for a region)."""
     summary = json.loads(Path(summary_json_path).read_text())
     if "metric_per_case" not in summary:
         raise ValueError(f"{summary_json_path} has no 'metric_per_case'; pass a summary.json written by nnU-Net's "
                          f"evaluation (nnUNetv2_evaluate_folder or the validation of nnUNetv2_train)")
-    return [{"case": case_id(entry["prediction_file"], file_ending), "label": label, "dice": float(metrics["Dice"])}
-            for entry in summary["metric_per_case"] for label, metrics in entry["metrics"].items()]
+    return {case_id(entry["prediction_file"], file_ending):
+            EvaluatedCase(entry["prediction_file"], entry["reference_file"], entry["metrics"], labels, tolerance_mm)
+            for entry in summary["metric_per_case"]}
+
+
+def _nnunet_dice(case: EvaluatedCase) -> Dict[str, float]:
+    """nnU-Net's own Dice (NaN where the label is absent from both prediction and reference)."""
+    return {key: float(metrics["Dice"]) for key, metrics in case.nnunet_metrics.items()}
+
+
+def _case_nsd(case: EvaluatedCase) -> Dict[str, float]:
+    values = case_nsd(case.prediction_file, case.reference_file, list(case.labels.values()), case.tolerance_mm)
+    return {key: values[label] for key, label in case.labels.items()}
+
+
+#: name -> metric, in report order
+METRICS: Dict[str, Metric] = {metric.name: metric for metric in [
+    Metric("dice", "Dice", True, _nnunet_dice),
+    Metric("nsd", "NSD", True, _case_nsd, cache_file="nsd_{tolerance_mm:g}mm.json"),
+]}

@@ -3,21 +3,42 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import asdict
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-import matplotlib
+import numpy as np
+import pandas as pd
 
-matplotlib.use("agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+from nnunetv2_imnet.benchmark.collect import Collected, cost_per_job
+from nnunetv2_imnet.benchmark.comparisons import compare_with_baseline, per_case_means
+from nnunetv2_imnet.benchmark.convergence import FRACTIONS, final_values, iterations_per_epoch, steps_to_target
+from nnunetv2_imnet.benchmark.metrics import METRICS
+from nnunetv2_imnet.benchmark.report_plots import write_plots
+from nnunetv2_imnet.benchmark.spec import BenchmarkSpec
+from nnunetv2_imnet.benchmark.stats import msd_ranking
 
-from nnunetv2_imnet.benchmark.collect import Collected, cost_per_job  # noqa: E402
-from nnunetv2_imnet.benchmark.spec import BenchmarkSpec  # noqa: E402
-from nnunetv2_imnet.benchmark.stats import msd_ranking, paired_comparison  # noqa: E402
+TASK = ["dataset", "configuration"]
+WHICH_TO_TRUST = (
+    "Two analyses of the same runs. **Trust the fold level** to decide whether a method helps: each fold trains "
+    "its own model, so the spread of the fold-level differences includes training variance (initialisation, "
+    "sampling order) — the very thing that decides whether a method beats the baseline when someone trains it "
+    "again. The case level takes each arm's trained models as fixed and asks only whether *these* models differ "
+    "on these cases; with hundreds of cases it finds tiny or lucky differences \"significant\" while one run "
+    "that happened to leave nnU-Net's all-background plateau late can decide it. Its CI is narrower because it "
+    "ignores training variance, not because it knows more.")
 
-METRICS = ("dice", "nsd")
+FOLD_LEVEL = (
+    "Difference = mean over the folds both arms finished of (method - `{baseline}`) on the fold's mean over cases "
+    "(mean over classes per case). 95% CI: hierarchical bootstrap (10,000 resamples, percentile): draw folds with "
+    "replacement, then each drawn fold's cases with replacement. p: exact two-sided sign-flip test on the "
+    "fold-level differences (all 2^n sign patterns). With n folds the smallest possible p is 2/2^n: 0.0625 with 5 "
+    "folds, so 5 folds can never give p < 0.05 and a p of 0.0625 is the strongest evidence they can show; 1 fold "
+    "gives p = 1 and a CI of case noise only. With few folds the bootstrap cannot reach beyond the observed fold "
+    "differences, so its CI is too narrow: read it together with the sign-flip p.")
+CASE_LEVEL = (
+    "Per case, method minus `{baseline}` on the mean over classes, over the cases of the folds both arms finished; "
+    "bootstrap 95% CI of the mean difference (BCa, 10,000 resamples) and two-sided Wilcoxon signed-rank p.")
 
 
 def write_report(spec: BenchmarkSpec, collected: Collected, out_dir: Path, command: str,
@@ -30,8 +51,8 @@ def write_report(spec: BenchmarkSpec, collected: Collected, out_dir: Path, comma
     validation = cases[cases["evaluation"] == "validation"]
     lines: List[str] = ["# Benchmark results", ""]
     if collected.missing:
-        lines += [f"**Incomplete:** {len(collected.missing)} run(s) have not finished: "
-                  + "; ".join(collected.missing), ""]
+        lines += [f"**Incomplete:** {len(collected.missing)} run(s) have not finished; every table below uses the "
+                  f"finished ones, and each comparison only the folds both of its arms finished.", ""]
     folds = ", ".join(str(f) for f in sorted(validation["fold"].unique())) if not validation.empty else "none"
     lines += ["## Leaderboard (cross-validation cases, nnU-Net's own validation with TTA)", "",
               f"Mean ± sd over the validation cases of the folds run ({folds} of nnU-Net's 5-fold split"
@@ -39,27 +60,32 @@ def write_report(spec: BenchmarkSpec, collected: Collected, out_dir: Path, comma
                  else "") + f"). NSD at {spec.nsd_tolerance_mm:g} mm "
               f"(MONAI `compute_surface_dice`). Rank: MSD-style significance ranking (one-sided Wilcoxon, "
               f"alpha 0.05, per class and metric, averaged), lower is better.", ""]
-    ranks = msd_ranking(_long(validation)) if not validation.empty else pd.DataFrame()
-    for task, frame in validation.groupby(["dataset", "configuration"], sort=False):
+    directions = {metric.name: metric.higher_is_better for metric in METRICS.values()}
+    ranks = msd_ranking(_long(validation), directions) if not validation.empty else pd.DataFrame()
+    for task, frame in validation.groupby(TASK, sort=False):
         lines += [f"### {task[0]} / {task[1]}", "", *_leaderboard(frame, ranks, f"{task[0]}/{task[1]}"), ""]
-    lines += ["## Paired differences against the baseline", "",
-              f"Per case, candidate minus `{baseline}` on the mean over classes; bootstrap 95% CI of the mean "
-              f"difference (BCa, 10,000 resamples) and two-sided Wilcoxon signed-rank p.", "",
-              *_paired_table(validation, baseline), ""]
-    lines += ["## Per fold (mean foreground Dice)", "", *_per_fold(validation), ""]
+        if frame.groupby("method")["fold"].apply(frozenset).nunique() > 1:
+            lines += ["The methods cover different folds (see Runs), so these means are over different cases; the "
+                      "ranking and the paired comparisons below use only the cases both methods have.", ""]
+    lines += ["## Runs", "", *_runs_table(validation, collected), ""]
+    lines += ["## Paired differences against the baseline", "", WHICH_TO_TRUST, "",
+              *_comparison_sections(validation, baseline)]
+    lines += ["## Per fold (mean over each fold's validation cases)", "",
+              "One trained model per arm and fold; the fold-level comparison pairs these numbers.", "",
+              *_per_fold(validation), ""]
     test = cases[cases["evaluation"] == "test"]
     if not test.empty:
         lines += ["## Labelled test split (every fold's model, TTA)", "", *_summary_table(test), "",
-                  *_paired_table(test, baseline), ""]
+                  *_comparison_sections(test, baseline)]
     lines += ["## Training cost (measured in the same runs)", "", *_cost_table(collected.training, baseline), ""]
-    lines += ["## Convergence", "", *_convergence(collected.training), ""]
+    lines += ["## Convergence", "", *_convergence(collected.training, baseline, spec.budget), ""]
     noise = cases[~cases["evaluation"].isin(["validation", "test"])]
     if not noise.empty:
         lines += ["## Noise robustness (validation cases corrupted at test time, no TTA)", "",
                   "SNR = mean intensity of the voxels above the 10th percentile / noise sigma. For a dataset trained "
                   "under noise the conditions add noise on top of its already noisy images. Mean foreground Dice:", "",
                   *_noise_table(noise), ""]
-    plots = _plots(spec, collected, out_dir)
+    plots = write_plots(spec, collected, out_dir)
     lines += ["## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots] + [""]
     lines += ["## Provenance", "", "Command:", "", "```", command, "```", "", "Specification:", "", "```json",
               json.dumps(_spec_dict(spec), indent=1), "```", ""]
@@ -74,10 +100,28 @@ def write_report(spec: BenchmarkSpec, collected: Collected, out_dir: Path, comma
 
 
 def _spec_dict(spec: BenchmarkSpec) -> dict:
-    from dataclasses import asdict
     values = asdict(spec)
     values["work"] = "<work>"
     return values
+
+
+def _runs_table(validation: pd.DataFrame, collected: Collected) -> List[str]:
+    """Finished and unfinished folds per task and method."""
+    finished = {key: sorted(group["fold"].unique()) for key, group in
+                validation.groupby(TASK + ["method"], sort=False)}
+    unfinished: Dict[tuple, List[int]] = {}
+    for job in collected.missing:
+        unfinished.setdefault((job.task.dataset, job.task.configuration, job.method.label), []).append(job.fold)
+    keys = list(dict.fromkeys(list(finished) + list(unfinished)))
+    if not keys:
+        return ["(no run in this specification)"]
+    rows = [[f"{d}/{c}", f"`{m}`", _folds(finished.get((d, c, m), [])), _folds(unfinished.get((d, c, m), []))]
+            for d, c, m in keys]
+    return _markdown(["task", "method", "finished folds", "not finished"], rows)
+
+
+def _folds(folds: Sequence[int]) -> str:
+    return ", ".join(str(f) for f in sorted(folds)) or "none"
 
 
 def _long(cases: pd.DataFrame) -> pd.DataFrame:
@@ -87,68 +131,87 @@ def _long(cases: pd.DataFrame) -> pd.DataFrame:
                       var_name="metric", value_name="value")
 
 
-def _per_case_mean(frame: pd.DataFrame, metric: str) -> pd.Series:
-    """Mean over classes per (method, fold, case): the per-case number the comparisons pair up."""
-    return frame.groupby(["method", "fold", "case"])[metric].mean()
-
-
 def _fmt(values: pd.Series) -> str:
+    """Mean ± sd; a single value has no sd to show."""
     values = values.dropna()
-    return "n/a" if values.empty else f"{values.mean():.4f} ± {values.std(ddof=1) if len(values) > 1 else 0:.4f}"
+    if len(values) < 2:
+        return f"{values.iloc[0]:.4f}" if len(values) else "n/a"
+    return f"{values.mean():.4f} ± {values.std(ddof=1):.4f}"
+
+
+def _title(name: str) -> str:
+    """A metric's title with its direction, e.g. "Dice ↑"."""
+    metric = METRICS[name]
+    return f"{metric.title} {'↑' if metric.higher_is_better else '↓'}"
 
 
 def _leaderboard(frame: pd.DataFrame, ranks: pd.DataFrame, task: str) -> List[str]:
     classes = list(dict.fromkeys(frame["class"]))
-    header = ["method", "cases"] + [f"Dice {c}" for c in classes] + [f"NSD {c}" for c in classes] + \
-        ["mean Dice", "mean NSD", "rank"]
+    header = ["method", "cases"] + [f"{_title(m)} {c}" for m in METRICS for c in classes] + \
+        [f"mean {_title(m)}" for m in METRICS] + ["rank"]
     rows = []
     for method, group in frame.groupby("method", sort=False):
         rank = ranks.loc[ranks["trainer"] == method, task] if task in ranks else pd.Series(dtype=float)
         rows.append([f"`{method}`", str(group[["fold", "case"]].drop_duplicates().shape[0])]
                     + [_fmt(group.loc[group["class"] == c, m]) for m in METRICS for c in classes]
-                    + [_fmt(_per_case_mean(group, m)) for m in METRICS]
+                    + [_fmt(per_case_means(group, m)) for m in METRICS]
                     + [f"{rank.iloc[0]:.2f}" if len(rank) else "n/a"])
     return _markdown(header, rows)
 
 
-def _paired_table(frame: pd.DataFrame, baseline: str) -> List[str]:
-    header = ["task", "method", "metric", "n", "baseline", "method mean", "difference", "95% CI", "Wilcoxon p"]
-    rows = []
-    for task, group in frame.groupby(["dataset", "configuration"], sort=False):
-        for metric in METRICS:
-            per_case = _per_case_mean(group, metric)
-            if baseline not in per_case.index.get_level_values("method"):
-                continue
-            reference = per_case.loc[baseline]
-            for method in per_case.index.get_level_values("method").unique():
-                if method == baseline:
-                    continue
-                candidate = per_case.loc[method]
-                common = reference.index.intersection(candidate.index)
-                result = paired_comparison(reference.loc[common].to_numpy(), candidate.loc[common].to_numpy())
-                rows.append([f"{task[0]}/{task[1]}", f"`{method}`", metric.upper() if metric == "nsd" else "Dice",
-                             str(result.n), f"{result.baseline_mean:.4f}", f"{result.candidate_mean:.4f}",
-                             f"{result.mean_difference:+.4f}", f"[{result.ci_low:+.4f}, {result.ci_high:+.4f}]",
-                             f"{result.p_value:.3g}"])
-    return _markdown(header, rows) if rows else ["(no method to compare with the baseline yet)"]
+def _comparison_sections(frame: pd.DataFrame, baseline: str) -> List[str]:
+    """The fold-level and the case-level comparison of one evaluation split, each Holm-adjusted over its table."""
+    table = compare_with_baseline(frame, baseline, list(METRICS.values()))
+    if table.empty:
+        return [f"(no method to compare with the baseline `{baseline}` yet: both need a finished fold)", ""]
+    family = (f"Holm's adjustment over the {len(table)} comparison(s) of this table (every candidate arm vs "
+              f"`{baseline}` x metric x task); raw and adjusted p are both shown.")
+    fold_rows = [[f"{r.dataset}/{r.configuration}", f"`{r.method}`", _title(r.metric), _folds(r.folds),
+                  f"{r.fold_difference:+.4f}", _interval(r.fold_ci_low, r.fold_ci_high), _p(r.sign_flip_p),
+                  _p(r.sign_flip_p_holm), _p(r.smallest_p)] for r in table.itertuples()]
+    case_rows = [[f"{r.dataset}/{r.configuration}", f"`{r.method}`", _title(r.metric), str(r.cases),
+                  f"{r.baseline_mean:.4f}", f"{r.method_mean:.4f}", f"{r.case_difference:+.4f}",
+                  _interval(r.case_ci_low, r.case_ci_high), _p(r.wilcoxon_p), _p(r.wilcoxon_p_holm)]
+                 for r in table.itertuples()]
+    return ["### Fold level (unit: one trained model per arm and fold)", "",
+            FOLD_LEVEL.format(baseline=baseline) + " " + family, "",
+            *_markdown(["task", "method", "metric", "folds", "difference", "95% CI", "sign-flip p", "Holm p",
+                        "smallest possible p"], fold_rows), "",
+            "### Case level (unit: case; each arm's trained models taken as fixed)", "",
+            CASE_LEVEL.format(baseline=baseline) + " " + family, "",
+            *_markdown(["task", "method", "metric", "n", "baseline", "method mean", "difference", "95% CI",
+                        "Wilcoxon p", "Holm p"], case_rows), ""]
+
+
+def _interval(low: float, high: float) -> str:
+    return "n/a" if math.isnan(low) else f"[{low:+.4f}, {high:+.4f}]"
+
+
+def _p(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.3g}"
 
 
 def _per_fold(frame: pd.DataFrame) -> List[str]:
+    """Per metric: each method's mean per fold, and the mean ± sd over its folds."""
+    if frame.empty:
+        return ["(no finished run)"]
     folds = sorted(frame["fold"].unique())
-    header = ["task", "method"] + [f"fold {f}" for f in folds]
+    header = ["task", "method", "metric"] + [f"fold {f}" for f in folds] + ["mean ± sd over folds"]
     rows = []
-    for (dataset, configuration, method), group in frame.groupby(["dataset", "configuration", "method"], sort=False):
-        per_case = _per_case_mean(group, "dice")
-        rows.append([f"{dataset}/{configuration}", f"`{method}`"]
-                    + [f"{per_case.xs(f, level='fold').mean():.4f}" if f in per_case.index.get_level_values("fold")
-                       else "" for f in folds])
+    for (dataset, configuration), task in frame.groupby(TASK, sort=False):
+        for metric in METRICS:
+            for method, per_case in per_case_means(task, metric).groupby(level="method", sort=False):
+                per_fold = per_case.groupby(level="fold").mean()
+                rows.append([f"{dataset}/{configuration}", f"`{method}`", _title(metric)]
+                            + [f"{per_fold.loc[f]:.4f}" if f in per_fold.index else "" for f in folds]
+                            + [_fmt(per_fold)])
     return _markdown(header, rows)
 
 
 def _summary_table(frame: pd.DataFrame) -> List[str]:
-    header = ["task", "method", "mean Dice", "mean NSD"]
-    rows = [[f"{d}/{c}", f"`{m}`", _fmt(_per_case_mean(g, "dice")), _fmt(_per_case_mean(g, "nsd"))]
-            for (d, c, m), g in frame.groupby(["dataset", "configuration", "method"], sort=False)]
+    header = ["task", "method"] + [f"mean {_title(m)}" for m in METRICS]
+    rows = [[f"{d}/{c}", f"`{m}`"] + [_fmt(per_case_means(g, metric)) for metric in METRICS]
+            for (d, c, m), g in frame.groupby(TASK + ["method"], sort=False)]
     return _markdown(header, rows)
 
 
@@ -174,19 +237,47 @@ def _cost_table(training: pd.DataFrame, baseline: str) -> List[str]:
     return _markdown(header, rows) + note
 
 
-def _convergence(training: pd.DataFrame) -> List[str]:
+def _convergence(training: pd.DataFrame, baseline: str, budget: str) -> List[str]:
+    """Final pseudo Dice per method and the steps each fold needed to reach fractions of the baseline's final."""
     if training.empty:
         return ["(no finished run)"]
-    header = ["task", "method", "epochs", "final EMA pseudo Dice", "best EMA pseudo Dice", "final MI estimate (nats)"]
+    iterations = iterations_per_epoch(budget)
+    final = final_values(training)
+    header = ["task", "method", "folds", "epochs", "steps", "final pseudo Dice", "final EMA pseudo Dice",
+              "best EMA pseudo Dice", "final MI estimate (nats)"]
     rows = []
-    for (dataset, configuration, method), group in training.groupby(["dataset", "configuration", "method"],
-                                                                    sort=False):
-        last = group[group["epoch"] == group["epoch"].max()]
-        mi = last["mi_estimate"].mean()
-        rows.append([f"{dataset}/{configuration}", f"`{method}`", str(int(group["epoch"].max()) + 1),
-                     f"{last['ema_fg_dice'].mean():.4f}", f"{group.groupby('fold')['ema_fg_dice'].max().mean():.4f}",
-                     "n/a" if math.isnan(mi) else f"{mi:.4f}"])
-    return _markdown(header, rows)
+    for (dataset, configuration, method), group in final.groupby(TASK + ["method"], sort=False):
+        curves = training[(training["dataset"] == dataset) & (training["configuration"] == configuration)
+                          & (training["method"] == method)]
+        epochs = int(group["epoch"].max()) + 1
+        rows.append([f"{dataset}/{configuration}", f"`{method}`", _folds(group["fold"].unique()), str(epochs),
+                     str(epochs * iterations), _fmt(group["mean_fg_dice"]), _fmt(group["ema_fg_dice"]),
+                     _fmt(curves.groupby("fold")["ema_fg_dice"].max()),
+                     "n/a" if group["mi_estimate"].isna().all() else _fmt(group["mi_estimate"])])
+    targets = steps_to_target(training, baseline, iterations)
+    lines = [f"Pseudo Dice: nnU-Net's per-epoch `mean_fg_dice` on the epoch's validation batches (not the full "
+             f"validation), mean ± sd over folds; a step is one training batch ({iterations} per epoch on the "
+             f"'{budget}' budget), and epoch e's value is measured after (e + 1) x {iterations} steps. nnU-Net's "
+             "EMA (weight 0.9) is shown for reference: over few epochs it lags the curve.", "",
+             *_markdown(header, rows), "",
+             f"### Steps to reach {' and '.join(f'{f:.0%}' for f in FRACTIONS)} of the baseline's final pseudo Dice",
+             "", f"Target = fraction x the baseline's final pseudo Dice, where final = `{baseline}`'s pseudo Dice at "
+             "its last epoch, averaged over its finished folds (one target per task for every method). Steps = "
+             "the first validation at which a fold's pseudo Dice reaches the target. Median and range over folds; "
+             "a fold that never reaches it counts as slower than any that does (the median is \"not reached\" "
+             "when half or more of the folds miss it).", ""]
+    if targets.empty:
+        return lines + [f"(no target: `{baseline}` has no finished run)"]
+    target_rows = [[f"{r.dataset}/{r.configuration}", f"`{r.method}`", f"{r.fraction:.0%}: {r.target:.4f}",
+                    f"{r.reached} of {len(r.folds)}", _steps(r.median), f"{_steps(r.fastest)} – {_steps(r.slowest)}",
+                    ", ".join(f"{fold}: {_steps(s)}" for fold, s in zip(r.folds, r.steps))]
+                   for r in targets.itertuples()]
+    return lines + _markdown(["task", "method", "target", "folds reaching it", "median steps", "range",
+                              "steps per fold"], target_rows)
+
+
+def _steps(value: Optional[float]) -> str:
+    return "not reached" if value is None or not np.isfinite(value) else f"{value:,.0f}"
 
 
 def _noise_table(noise: pd.DataFrame) -> List[str]:
@@ -195,7 +286,7 @@ def _noise_table(noise: pd.DataFrame) -> List[str]:
     rows = []
     for (dataset, configuration, method), group in noise.groupby(["dataset", "configuration", "method"], sort=False):
         rows.append([f"{dataset}/{configuration}", f"`{method}`"]
-                    + [f"{_per_case_mean(group[group['evaluation'] == c], 'dice').mean():.4f}" for c in conditions])
+                    + [f"{per_case_means(group[group['evaluation'] == c], 'dice').mean():.4f}" for c in conditions])
     return _markdown(header, rows)
 
 
@@ -203,84 +294,3 @@ def _markdown(header: Sequence[str], rows: Sequence[Sequence[str]]) -> List[str]
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
 
 
-# ---------------------------------------------------------------------------------------------------- plots
-def _plots(spec: BenchmarkSpec, collected: Collected, out_dir: Path) -> List[Path]:
-    written = []
-    cases = collected.cases
-    for (dataset, configuration), frame in cases[cases["evaluation"] == "validation"].groupby(
-            ["dataset", "configuration"], sort=False):
-        written.append(_dice_boxplot(frame, out_dir / f"dice_boxplot_{dataset}_{configuration}.png"))
-    for (dataset, configuration), frame in collected.training.groupby(["dataset", "configuration"], sort=False) \
-            if not collected.training.empty else []:
-        written.append(_training_curves(frame, out_dir / f"training_curves_{dataset}_{configuration}.png"))
-    noise = cases[~cases["evaluation"].isin(["validation", "test"])]
-    conditions = dict(spec.eval_conditions())
-    for (dataset, configuration), frame in noise.groupby(["dataset", "configuration"], sort=False):
-        written.append(_dice_vs_snr(frame, conditions, out_dir / f"dice_vs_snr_{dataset}_{configuration}.png"))
-    return written
-
-
-def _dice_boxplot(frame: pd.DataFrame, path: Path) -> Path:
-    classes = list(dict.fromkeys(frame["class"]))
-    methods = list(dict.fromkeys(frame["method"]))
-    fig, axes = plt.subplots(1, len(classes), figsize=(5 * len(classes), 4.5), squeeze=False)
-    for ax, cls in zip(axes[0], classes):
-        data = [frame[(frame["class"] == cls) & (frame["method"] == m)]["dice"].dropna() for m in methods]
-        ax.boxplot(data, showmeans=True)
-        ax.set_xticks(range(1, len(methods) + 1), methods, rotation=20, ha="right", fontsize=8)
-        ax.set_title(f"Dice, {cls}")
-    fig.suptitle(f"{frame['dataset'].iloc[0]} / {frame['configuration'].iloc[0]}: validation cases")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
-
-
-def _training_curves(frame: pd.DataFrame, path: Path) -> Path:
-    fig, (dice_ax, mi_ax) = plt.subplots(1, 2, figsize=(12, 4.5))
-    for i, (method, group) in enumerate(frame.groupby("method", sort=False)):
-        colour = f"C{i}"
-        for j, (fold, curve) in enumerate(group.groupby("fold")):
-            label = method if j == 0 else None
-            dice_ax.plot(curve["epoch"], curve["ema_fg_dice"], color=colour, label=label)
-            if curve["mi_estimate"].notna().any():
-                mi_ax.plot(curve["epoch"], curve["mi_estimate"], color=colour, label=label)
-    dice_ax.set(xlabel="epoch", ylabel="EMA pseudo Dice", title="validation pseudo Dice")
-    mi_ax.set(xlabel="epoch", ylabel="nats", title="MI estimate (IMNet trainers)")
-    for ax in (dice_ax, mi_ax):
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
-
-
-def _dice_vs_snr(frame: pd.DataFrame, conditions: Dict[str, Optional[tuple]], path: Path) -> Path:
-    kinds = sorted({noise[0] for name, noise in conditions.items() if noise is not None})
-    fig, axes = plt.subplots(1, max(1, len(kinds)), figsize=(6 * max(1, len(kinds)), 4.5), squeeze=False)
-    for ax, kind in zip(axes[0], kinds):
-        names = [n for n, noise in conditions.items() if noise is not None and noise[0] == kind]
-        snrs = [conditions[n][1] for n in names]
-        clean_x = max(snrs) * 2
-        for method, group in frame.groupby("method", sort=False):
-            xs, means, errs = [], [], []
-            for name, x in [(n, s) for n, s in zip(names, snrs)] + [("clean", clean_x)]:
-                per_case = group[group["evaluation"] == name].groupby(["fold", "case"])["dice"].mean()
-                if len(per_case):
-                    xs.append(x)
-                    means.append(per_case.mean())
-                    errs.append(per_case.std(ddof=1) / math.sqrt(len(per_case)) if len(per_case) > 1 else 0.0)
-            order = np.argsort(xs)
-            ax.errorbar(np.array(xs)[order], np.array(means)[order], yerr=np.array(errs)[order], marker="o",
-                        capsize=3, label=method)
-        ax.set_xscale("log")
-        ax.minorticks_off()
-        ax.set_xticks(sorted(snrs) + [clean_x], [f"{s:g}" for s in sorted(snrs)] + ["clean"])
-        ax.set(xlabel="SNR (mean signal / sigma)", ylabel="mean foreground Dice (± s.e.)", title=f"{kind} noise")
-        ax.legend(fontsize=8)
-    fig.suptitle(f"{frame['dataset'].iloc[0]} / {frame['configuration'].iloc[0]}: validation cases under noise")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path

@@ -1,0 +1,76 @@
+"""Training efficiency: validation pseudo Dice against training steps, and the steps each arm needs to reach a
+fraction of the baseline's final pseudo Dice (IM-Net's first claim is faster training).
+
+The curve is nnU-Net's per-epoch ``mean_fg_dice`` (pseudo Dice on the epoch's validation batches, kept in the
+checkpoint's logging), not the EMA: with 20 epochs nnU-Net's EMA (weight 0.9) lags the curve by about 10 epochs.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import numpy as np
+import pandas as pd
+
+from nnunetv2_imnet.training.budgets import BUDGETS
+
+#: nnUNetTrainer.__init__'s num_iterations_per_epoch (nnU-Net 2.x), which budgets without their own number keep
+NNUNET_ITERATIONS_PER_EPOCH = 250
+#: fractions of the baseline's final pseudo Dice the report asks every arm to reach
+FRACTIONS = (0.9, 0.95)
+CURVE = "mean_fg_dice"
+TASK = ["dataset", "configuration"]
+
+
+def iterations_per_epoch(budget: str) -> int:
+    """Training steps (batches) per epoch of a budget."""
+    return BUDGETS[budget].iterations_per_epoch or NNUNET_ITERATIONS_PER_EPOCH
+
+
+def with_steps(training: pd.DataFrame, iterations: int) -> pd.DataFrame:
+    """``training`` with a ``steps`` column: epoch e's pseudo Dice is measured after (e + 1) x iterations steps."""
+    return training.assign(steps=(training["epoch"] + 1) * iterations)
+
+
+def steps_to_reach(steps: Sequence[int], values: Sequence[float], target: float) -> Optional[int]:
+    """The first step at which ``values`` reaches ``target`` (>=); None if it never does (NaN never counts)."""
+    reached = np.flatnonzero(np.asarray(values, dtype=float) >= target)
+    return int(np.asarray(steps)[reached[0]]) if reached.size else None
+
+
+def final_values(training: pd.DataFrame) -> pd.DataFrame:
+    """The last logged epoch of every run (one row per task, method and fold)."""
+    last = training.groupby(TASK + ["method", "fold"])["epoch"].transform("max")
+    return training[training["epoch"] == last]
+
+
+def baseline_final(training: pd.DataFrame, baseline: str) -> pd.Series:
+    """Per task: the mean over the baseline's folds of its pseudo Dice at the last epoch (the reference level)."""
+    final = final_values(training)
+    return final[final["method"] == baseline].groupby(TASK)[CURVE].mean()
+
+
+def steps_to_target(training: pd.DataFrame, baseline: str, iterations: int,
+                    fractions: Sequence[float] = FRACTIONS) -> pd.DataFrame:
+    """Per task, method and fraction: steps each fold needed to reach ``fraction`` x the baseline's final pseudo
+    Dice, and their median and range over folds.
+
+    A fold that never reaches the target counts as infinitely slow, so it is kept: the median is infinite (not
+    reached) when half or more of the folds miss it, and so is the upper end of the range when any fold does.
+    Tasks without a finished baseline run have no target and no rows.
+    """
+    columns = TASK + ["method", "fraction", "target", "folds", "steps", "reached", "median", "fastest", "slowest"]
+    references = baseline_final(training, baseline)
+    curves = with_steps(training, iterations).sort_values("epoch")
+    rows = []
+    for (dataset, configuration, method), group in curves.groupby(TASK + ["method"], sort=False):
+        if (dataset, configuration) not in references.index:
+            continue
+        for fraction in fractions:
+            target = fraction * references.loc[(dataset, configuration)]
+            per_fold = {int(fold): steps_to_reach(curve["steps"], curve[CURVE], target)
+                        for fold, curve in group.groupby("fold")}
+            needed = np.array([np.inf if s is None else s for s in per_fold.values()], dtype=float)
+            rows.append([dataset, configuration, method, fraction, target, tuple(per_fold), tuple(per_fold.values()),
+                         int(np.isfinite(needed).sum()), float(np.median(needed)), float(needed.min()),
+                         float(needed.max())])
+    return pd.DataFrame(rows, columns=columns)

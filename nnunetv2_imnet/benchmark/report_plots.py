@@ -1,0 +1,160 @@
+"""The report's PNG figures: Dice per class, pseudo Dice and MI estimate against training steps, Dice under noise.
+
+One unit per axis; every line of a fold-level curve is labelled with its fold.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import matplotlib
+
+matplotlib.use("agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.axes import Axes  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+from nnunetv2_imnet.benchmark.collect import Collected  # noqa: E402
+from nnunetv2_imnet.benchmark.convergence import (CURVE, FRACTIONS, baseline_final, iterations_per_epoch,  # noqa: E402
+                                                  with_steps)
+from nnunetv2_imnet.benchmark.spec import BenchmarkSpec  # noqa: E402
+
+#: one marker per nnU-Net fold, the same in every figure
+FOLD_MARKERS = ("o", "s", "D", "^", "v")
+
+
+def write_plots(spec: BenchmarkSpec, collected: Collected, out_dir: Path) -> List[Path]:
+    """Write every figure into ``out_dir``; return their paths in report order."""
+    written = []
+    cases = collected.cases
+    for (dataset, configuration), frame in cases[cases["evaluation"] == "validation"].groupby(
+            ["dataset", "configuration"], sort=False):
+        written.append(_dice_boxplot(frame, out_dir / f"dice_boxplot_{dataset}_{configuration}.png"))
+    for (dataset, configuration), frame in collected.training.groupby(["dataset", "configuration"], sort=False) \
+            if not collected.training.empty else []:
+        written.append(_training_curves(frame, spec.baseline.label, iterations_per_epoch(spec.budget),
+                                        out_dir / f"training_curves_{dataset}_{configuration}.png"))
+    noise = cases[~cases["evaluation"].isin(["validation", "test"])]
+    conditions = dict(spec.eval_conditions())
+    for (dataset, configuration), frame in noise.groupby(["dataset", "configuration"], sort=False):
+        written.append(_dice_vs_snr(frame, conditions, out_dir / f"dice_vs_snr_{dataset}_{configuration}.png"))
+    return written
+
+
+def _dice_boxplot(frame: pd.DataFrame, path: Path) -> Path:
+    """Dice per class over all validation cases, with each fold's mean beside its box (one model per fold)."""
+    classes = list(dict.fromkeys(frame["class"]))
+    methods = list(dict.fromkeys(frame["method"]))
+    fig, axes = plt.subplots(1, len(classes), figsize=(5 * len(classes), 5), squeeze=False)
+    for ax, cls in zip(axes[0], classes):
+        rows = frame[frame["class"] == cls]
+        ax.boxplot([rows.loc[rows["method"] == m, "dice"].dropna() for m in methods], showmeans=True)
+        for position, method in enumerate(methods, start=1):
+            for fold, dice in rows[rows["method"] == method].groupby("fold")["dice"]:
+                ax.plot(position + 0.3, dice.mean(), color="0.3", linestyle="none",
+                        marker=FOLD_MARKERS[int(fold) % len(FOLD_MARKERS)], markersize=5)
+        ax.set_xticks(range(1, len(methods) + 1), methods, rotation=20, ha="right", fontsize=8)
+        ax.set(title=f"Dice, {cls}", ylabel="Dice")
+    handles = [Line2D([], [], color="C2", linestyle="none", marker="^", label="mean of all cases")]
+    handles += [Line2D([], [], color="0.3", linestyle="none", marker=FOLD_MARKERS[int(f) % len(FOLD_MARKERS)],
+                       label=f"fold {f} mean") for f in sorted(frame["fold"].unique())]
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
+    fig.suptitle(f"{frame['dataset'].iloc[0]} / {frame['configuration'].iloc[0]}: validation cases (box: all cases "
+                 f"of all folds)")
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _training_curves(frame: pd.DataFrame, baseline: str, iterations: int, path: Path) -> Path:
+    """Pseudo Dice (and, where logged, the MI estimate) against training steps: one thin line per fold, marked by
+    its fold, and the mean over folds as a thick line per method; the convergence targets as dashed lines."""
+    curves = with_steps(frame, iterations)
+    has_mi = bool(curves["mi_estimate"].notna().any())
+    fig, axes = plt.subplots(1, 2 if has_mi else 1, figsize=(14 if has_mi else 8, 5.5), squeeze=False)
+    dice_ax = axes[0][0]
+    methods = list(dict.fromkeys(curves["method"]))
+    _fold_lines(dice_ax, curves, methods, CURVE)
+    dice_ax.set(xlabel="training steps (batches)", ylabel="pseudo Dice",
+                title="validation pseudo Dice (nnU-Net's mean_fg_dice per epoch)")
+    handles = _method_handles(curves, methods) + _fold_handles(curves)
+    reference = baseline_final(frame, baseline)
+    if len(reference):
+        for fraction, style in zip(FRACTIONS, ("--", ":")):
+            dice_ax.axhline(fraction * reference.iloc[0], color="0.3", linestyle=style, linewidth=1)
+            handles.append(Line2D([], [], color="0.3", linestyle=style,
+                                  label=f"{fraction:.0%} of {baseline}'s final ({fraction * reference.iloc[0]:.3f})"))
+    if has_mi:
+        mi_ax = axes[0][1]
+        _fold_lines(mi_ax, curves, methods, "mi_estimate")
+        mi_ax.set(xlabel="training steps (batches)", ylabel="MI estimate (nats)",
+                  title="MI estimate (trainers with an MI term)")
+    columns = len(methods) + 1  # the method column, then folds and targets in columns of 2 or 3
+    fig.legend(handles=handles, loc="lower center", ncol=columns, fontsize=8, frameon=False)
+    fig.suptitle(f"{frame['dataset'].iloc[0]} / {frame['configuration'].iloc[0]}: training curves")
+    fig.tight_layout(rect=(0, 0.03 + 0.035 * math.ceil(len(handles) / columns), 1, 1))
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _fold_lines(ax: Axes, curves: pd.DataFrame, methods: List[str], column: str) -> None:
+    """Thin marked line per fold, thick line for the mean over the folds, one colour per method."""
+    for index, method in enumerate(methods):
+        group = curves[(curves["method"] == method) & curves[column].notna()]
+        if group.empty:
+            continue
+        colour = f"C{index}"
+        for fold, curve in group.groupby("fold"):
+            ax.plot(curve["steps"], curve[column], color=colour, alpha=0.45, linewidth=1,
+                    marker=FOLD_MARKERS[int(fold) % len(FOLD_MARKERS)], markersize=4.5)
+        mean = group.groupby("steps")[column].mean()
+        ax.plot(mean.index, mean.to_numpy(), color=colour, linewidth=2.5)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole batches
+    ax.grid(alpha=0.3)
+
+
+def _method_handles(curves: pd.DataFrame, methods: List[str]) -> List[Line2D]:
+    return [Line2D([], [], color=f"C{i}", linewidth=2.5,
+                   label=f"{m}: mean of {curves.loc[curves['method'] == m, 'fold'].nunique()} fold(s)")
+            for i, m in enumerate(methods)]
+
+
+def _fold_handles(curves: pd.DataFrame) -> List[Line2D]:
+    return [Line2D([], [], color="0.4", alpha=0.7, linewidth=1, marker=FOLD_MARKERS[int(f) % len(FOLD_MARKERS)],
+                   markersize=5, label=f"fold {f}") for f in sorted(curves["fold"].unique())]
+
+
+def _dice_vs_snr(frame: pd.DataFrame, conditions: Dict[str, Optional[tuple]], path: Path) -> Path:
+    kinds = sorted({noise[0] for name, noise in conditions.items() if noise is not None})
+    fig, axes = plt.subplots(1, max(1, len(kinds)), figsize=(6 * max(1, len(kinds)), 4.5), squeeze=False)
+    for ax, kind in zip(axes[0], kinds):
+        names = [n for n, noise in conditions.items() if noise is not None and noise[0] == kind]
+        snrs = [conditions[n][1] for n in names]
+        clean_x = max(snrs) * 2
+        for method, group in frame.groupby("method", sort=False):
+            xs, means, errs = [], [], []
+            for name, x in [(n, s) for n, s in zip(names, snrs)] + [("clean", clean_x)]:
+                per_case = group[group["evaluation"] == name].groupby(["fold", "case"])["dice"].mean()
+                if len(per_case):
+                    xs.append(x)
+                    means.append(per_case.mean())
+                    errs.append(per_case.std(ddof=1) / math.sqrt(len(per_case)) if len(per_case) > 1 else 0.0)
+            order = np.argsort(xs)
+            ax.errorbar(np.array(xs)[order], np.array(means)[order], yerr=np.array(errs)[order], marker="o",
+                        capsize=3, label=method)
+        ax.set_xscale("log")
+        ax.minorticks_off()
+        ax.set_xticks(sorted(snrs) + [clean_x], [f"{s:g}" for s in sorted(snrs)] + ["clean"])
+        ax.set(xlabel="SNR (mean signal / sigma)", ylabel="mean foreground Dice (± s.e.)", title=f"{kind} noise")
+        ax.legend(fontsize=8)
+    fig.suptitle(f"{frame['dataset'].iloc[0]} / {frame['configuration'].iloc[0]}: validation cases under noise")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

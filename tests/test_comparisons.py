@@ -1,0 +1,51 @@
+"""Every candidate against the baseline: the rows made, the folds paired and Holm's family, by construction."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from nnunetv2_imnet.benchmark.comparisons import compare_with_baseline
+from nnunetv2_imnet.benchmark.metrics import METRICS
+from nnunetv2_imnet.benchmark.stats import holm
+
+SHIFTS = {"base": 0.0, "better": 0.05, "same": 0.0}
+
+
+def _cases(folds_per_method: dict, dataset: str = "Dataset004_Hippocampus") -> pd.DataFrame:
+    """Two classes, 4 cases per fold; every method is the baseline plus its shift."""
+    rng = np.random.default_rng(0)
+    values = {(fold, case): rng.uniform(0.6, 0.8) for fold in range(5) for case in range(4)}
+    return pd.DataFrame([{"dataset": dataset, "configuration": "3d_fullres", "method": method, "fold": fold,
+                          "case": f"c{fold}_{case}", "class": cls, "dice": values[fold, case] + SHIFTS[method],
+                          "nsd": values[fold, case]}
+                         for method, folds in folds_per_method.items() for fold in folds for case in range(4)
+                         for cls in ("Anterior", "Posterior")])
+
+
+def test_one_row_per_candidate_and_metric_with_holm_over_the_table() -> None:
+    table = compare_with_baseline(_cases({"base": range(5), "better": range(5), "same": range(5)}), "base",
+                                  list(METRICS.values()))
+    assert list(zip(table["method"], table["metric"])) == [("better", "dice"), ("same", "dice"), ("better", "nsd"),
+                                                           ("same", "nsd")]
+    better_dice = table.iloc[0]
+    assert better_dice["fold_difference"] == pytest.approx(0.05)
+    assert better_dice["case_difference"] == pytest.approx(0.05)
+    assert better_dice["sign_flip_p"] == pytest.approx(0.0625) and better_dice["cases"] == 20
+    # family of 4: the one p of 0.0625 is multiplied by 4, the three p = 1 stay 1
+    np.testing.assert_allclose(table["sign_flip_p_holm"], [0.25, 1.0, 1.0, 1.0])
+    np.testing.assert_allclose(table["wilcoxon_p_holm"], holm(table["wilcoxon_p"]))
+
+
+def test_only_folds_both_arms_finished_are_paired() -> None:
+    table = compare_with_baseline(_cases({"base": [0, 1, 2], "better": [1, 2, 3, 4]}), "base", [METRICS["dice"]])
+    [row] = table.itertuples()
+    assert row.folds == (1, 2) and row.cases == 8 and row.smallest_p == 0.5
+
+
+def test_a_task_without_its_baseline_is_not_compared() -> None:
+    frame = pd.concat([_cases({"base": [0], "better": [0]}),
+                       _cases({"better": [0]}, dataset="Dataset900_HippocampusRician5")])
+    table = compare_with_baseline(frame, "base", [METRICS["dice"]])
+    assert list(table["dataset"]) == ["Dataset004_Hippocampus"]
+    assert compare_with_baseline(frame.iloc[:0], "base", [METRICS["dice"]]).empty

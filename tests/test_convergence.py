@@ -1,0 +1,77 @@
+"""Convergence summary on hand-made pseudo Dice curves whose crossing points are known."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from nnunetv2_imnet.benchmark.convergence import (NNUNET_ITERATIONS_PER_EPOCH, baseline_final, iterations_per_epoch,
+                                                  steps_to_reach, steps_to_target, with_steps)
+
+TASK = {"dataset": "Dataset004_Hippocampus", "configuration": "3d_fullres"}
+
+
+def _training(curves: dict) -> pd.DataFrame:
+    """Rows like ``collect``'s training frame from {(method, fold): [pseudo Dice per epoch]}."""
+    return pd.DataFrame([{**TASK, "method": method, "fold": fold, "epoch": epoch, "mean_fg_dice": value}
+                         for (method, fold), values in curves.items() for epoch, value in enumerate(values)])
+
+
+@pytest.mark.parametrize("values, target, expected", [
+    ([0.1, 0.5, 0.8, 0.9], 0.8, 300),  # reaching the target exactly counts
+    ([0.1, 0.5, 0.79, 0.9], 0.8, 400),
+    ([0.9, 0.1, 0.1, 0.1], 0.8, 100),  # the first crossing, even if the curve drops again
+    ([0.1, math.nan, 0.85, 0.9], 0.8, 300),
+    ([0.1, 0.2, 0.3, 0.4], 0.8, None),  # never reached
+])
+def test_steps_to_reach(values: list, target: float, expected) -> None:
+    assert steps_to_reach([100, 200, 300, 400], values, target) == expected
+
+
+def test_steps_count_the_epochs_trained_before_each_validation() -> None:
+    frame = with_steps(_training({("a", 0): [0.1, 0.2, 0.3]}), iterations=50)
+    assert list(frame["steps"]) == [50, 100, 150]
+
+
+def test_budget_iterations_per_epoch() -> None:
+    assert iterations_per_epoch("cpu1k") == 50
+    assert iterations_per_epoch("full") == NNUNET_ITERATIONS_PER_EPOCH == 250
+
+
+def test_baseline_final_is_the_mean_of_its_folds_last_epochs() -> None:
+    training = _training({("base", 0): [0.1, 0.6, 0.8], ("base", 1): [0.2, 0.7, 0.6], ("other", 0): [0.9, 0.9, 0.9]})
+    assert baseline_final(training, "base").loc[("Dataset004_Hippocampus", "3d_fullres")] == pytest.approx(0.7)
+
+
+def test_steps_to_target_summarises_folds_and_keeps_the_ones_that_never_reach() -> None:
+    # baseline final = mean(0.8, 0.8, 0.8) = 0.8: 90 % = 0.72, 95 % = 0.76
+    training = _training({
+        ("base", 0): [0.2, 0.5, 0.73, 0.8], ("base", 1): [0.3, 0.74, 0.77, 0.8], ("base", 2): [0.1, 0.2, 0.5, 0.8],
+        ("fast", 0): [0.75, 0.8, 0.8, 0.8], ("fast", 1): [0.5, 0.77, 0.8, 0.8], ("fast", 2): [0.1, 0.1, 0.1, 0.1],
+    })
+    summary = steps_to_target(training, "base", iterations=10).set_index(["method", "fraction"])
+    base90, base95, fast90, fast95 = (summary.loc[key] for key in
+                                      [("base", 0.9), ("base", 0.95), ("fast", 0.9), ("fast", 0.95)])
+    assert base90["target"] == pytest.approx(0.72) and base95["target"] == pytest.approx(0.76)
+    assert base90["folds"] == (0, 1, 2) and base90["steps"] == (30, 20, 40)
+    assert (base90["reached"], base90["median"], base90["fastest"], base90["slowest"]) == (3, 30, 20, 40)
+    assert base95["steps"] == (40, 30, 40) and base95["median"] == 40
+    assert fast90["steps"] == (10, 20, None)
+    assert (fast90["reached"], fast90["median"], fast90["fastest"]) == (2, 20, 10)
+    assert fast90["slowest"] == np.inf
+    assert fast95["steps"] == (20, 20, None) and fast95["median"] == 20
+
+
+def test_median_is_not_reached_when_half_the_folds_miss_the_target() -> None:
+    training = _training({("base", 0): [0.5, 1.0], ("base", 1): [0.5, 1.0],
+                          ("slow", 0): [0.1, 0.95], ("slow", 1): [0.1, 0.2]})
+    row = steps_to_target(training, "base", iterations=1, fractions=[0.9]).set_index("method").loc["slow"]
+    assert row["steps"] == (2, None) and row["reached"] == 1
+    assert row["median"] == np.inf and row["fastest"] == 2
+
+
+def test_no_finished_baseline_gives_no_target() -> None:
+    training = _training({("other", 0): [0.5, 0.9]})
+    assert steps_to_target(training, "base", iterations=1).empty

@@ -1,0 +1,161 @@
+"""Collection and the report on hand-written finished runs: a metric added in one place, partial results, specs
+that train only noisy copies or on ResEnc plans, and the fold-level numbers known by construction."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fake_runs import finish_run
+from nnunetv2_imnet.benchmark import metrics
+from nnunetv2_imnet.benchmark.collect import collect
+from nnunetv2_imnet.benchmark.metrics import Metric
+from nnunetv2_imnet.benchmark.report import write_report
+from nnunetv2_imnet.benchmark.spec import BenchmarkSpec
+
+pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")  # MONAI's own deprecated internal argument
+NAMES = {4: "Dataset004_Hippocampus", 900: "Dataset900_HippocampusRician5"}
+BASE, IMNET, CONTROL = "nnUNetTrainer", "nnUNetTrainerIMNet", "nnUNetTrainerIMNet_lambda0"
+#: a baseline curve that ends at 0.8 (targets 0.72 and 0.76) and a faster one
+SLOW, FAST = [0.1, 0.5, 0.7, 0.8], [0.73, 0.77, 0.8, 0.8]
+
+
+def _spec(tmp_path: Path, **fields) -> BenchmarkSpec:
+    values = {"raw": str(tmp_path / "raw"), "work": str(tmp_path / "work"), "datasets": [4], "budget": "cpu1k",
+              "device": "cpu", "eval_noise": [], **fields}
+    return BenchmarkSpec(**values).validate()
+
+
+def _report(spec: BenchmarkSpec, tmp_path: Path) -> tuple:
+    jobs = spec.jobs(NAMES)
+    path = write_report(spec, collect(spec, jobs), tmp_path / "results", "test")
+    return path.read_text(), pd.read_csv(path.parent / "results.csv")
+
+
+def _row(text: str, *cells: str) -> str:
+    """The markdown table row that starts with ``cells``."""
+    [row] = [line for line in text.splitlines() if line.startswith("| " + " | ".join(cells) + " |")]
+    return row
+
+
+def _section(text: str, heading: str) -> str:
+    """The text under ``## heading`` up to the next section."""
+    return text.split(f"\n## {heading}\n")[1].split("\n## ")[0]
+
+
+def _false_positives(case: metrics.EvaluatedCase) -> dict:
+    return {key: float(values["FP"]) for key, values in case.nnunet_metrics.items()}
+
+
+def test_a_metric_added_to_the_registry_reaches_csv_report_and_ranking(tmp_path, monkeypatch) -> None:
+    monkeypatch.setitem(metrics.METRICS, "fp", Metric("fp", "FP voxels", False, _false_positives))
+    spec = _spec(tmp_path, trainers=[BASE, IMNET], folds=[0, 1])
+    for job in spec.jobs(NAMES):
+        better = job.method.trainer == BASE  # higher Dice, but more false positives
+        finish_run(spec, job, dice=[0.9 + 0.001 * i if better else 0.8 + 0.002 * i for i in range(3)],
+                   false_positives=[10 + i if better else 2 + 2 * i for i in range(3)], curve=SLOW)
+    text, csv = _report(spec, tmp_path)
+    assert list(csv.columns[-3:]) == ["dice", "nsd", "fp"]
+    assert set(csv.loc[csv["method"] == IMNET, "fp"]) == {2.0, 4.0, 6.0}
+    assert "FP voxels ↓ Anterior" in text and "mean FP voxels ↓" in text
+    # ranks per (class, metric): Dice -> base, NSD tie, FP (lower is better) -> IMNet: both (1+1+1+1+2+2)/6
+    assert _row(text, f"`{BASE}`", "6").endswith("| 1.33 |")
+    assert _row(text, f"`{IMNET}`", "6").endswith("| 1.33 |")
+    # FP differences per case: (2 + 2i) - (10 + i) = -8, -7, -6 in both folds
+    assert "| 0, 1 | -7.0000 |" in _row(text, NAMES[4] + "/3d_fullres", f"`{IMNET}`", "FP voxels ↓", "0, 1")
+
+
+def test_fold_level_comparison_of_a_known_shift(tmp_path) -> None:
+    spec = _spec(tmp_path, trainers=[BASE, IMNET], folds=[0, 1, 2, 3, 4])
+    rng = np.random.default_rng(0)
+    baseline = {fold: rng.uniform(0.6, 0.8, 4) for fold in range(5)}
+    for job in spec.jobs(NAMES):
+        shift = 0.05 if job.method.trainer == IMNET else 0.0
+        finish_run(spec, job, dice=baseline[job.fold] + shift, curve=SLOW)
+    text, _ = _report(spec, tmp_path)
+    row = _row(text, "Dataset004_Hippocampus/3d_fullres", f"`{IMNET}`", "Dice ↑", "0, 1, 2, 3, 4")
+    # difference, CI (a constant shift has no spread), sign-flip p = 2/2^5, Holm over Dice and NSD, smallest p
+    assert row.endswith("| +0.0500 | [+0.0500, +0.0500] | 0.0625 | 0.125 | 0.0625 |")
+    nsd = _row(text, "Dataset004_Hippocampus/3d_fullres", f"`{IMNET}`", "NSD ↑", "0, 1, 2, 3, 4")
+    assert nsd.endswith("| +0.0000 | [+0.0000, +0.0000] | 1 | 1 | 0.0625 |")
+    assert "0.0625 with 5 folds" in text and "Trust the fold level" in text
+    assert "The methods cover different folds" not in text
+
+
+def test_partial_results_report_what_exists_and_compare_common_folds(tmp_path) -> None:
+    spec = _spec(tmp_path, trainers=[BASE, IMNET, CONTROL], folds=[0, 1, 2, 3, 4])
+    finished = {BASE: [0, 1, 2, 3], IMNET: [1, 2, 4], CONTROL: []}
+    for job in spec.jobs(NAMES):
+        if job.fold in finished[job.method.trainer]:
+            faster = job.method.trainer == IMNET
+            finish_run(spec, job, dice=[0.7 + 0.1 * faster + 0.01 * i for i in range(3)],
+                       curve=FAST if faster else SLOW, mi=[0.1] * 4 if faster else None)
+    text, csv = _report(spec, tmp_path)
+    assert "**Incomplete:** 8 run(s) have not finished" in text
+    runs = _section(text, "Runs")  # finished, not finished
+    assert _row(runs, "Dataset004_Hippocampus/3d_fullres", f"`{BASE}`", "0, 1, 2, 3", "4")
+    assert _row(runs, "Dataset004_Hippocampus/3d_fullres", f"`{CONTROL}`", "none", "0, 1, 2, 3, 4")
+    assert set(csv["method"]) == {BASE, IMNET}
+    assert "The methods cover different folds (see Runs)" in _section(text, "Leaderboard (cross-validation cases, "
+                                                                            "nnU-Net's own validation with TTA)")
+    # only folds 1 and 2 have both arms: 2 folds, smallest p 2/4
+    fold_row = _row(text, "Dataset004_Hippocampus/3d_fullres", f"`{IMNET}`", "Dice ↑", "1, 2", "+0.1000")
+    assert fold_row.endswith("| 0.5 |")
+    case_row = _row(text, "Dataset004_Hippocampus/3d_fullres", f"`{IMNET}`", "Dice ↑", "6")
+    assert "| 0.7100 | 0.8100 | +0.1000 |" in case_row
+    assert CONTROL not in _section(text, "Paired differences against the baseline")
+    # convergence: the baseline ends at 0.8 in every fold; IMNet reaches 90 % after 50 steps, 95 % after 100
+    assert "| `nnUNetTrainerIMNet` | 90%: 0.7200 | 3 of 3 | 50 | 50 – 50 | 1: 50, 2: 50, 4: 50 |" in text
+    assert "| `nnUNetTrainerIMNet` | 95%: 0.7600 | 3 of 3 | 100 | 100 – 100 |" in text
+    assert "| `nnUNetTrainer` | 95%: 0.7600 | 4 of 4 | 200 | 200 – 200 |" in text
+    assert (tmp_path / "results" / "training_curves_Dataset004_Hippocampus_3d_fullres.png").stat().st_size > 5_000
+
+
+def test_a_fold_that_never_reaches_the_target_is_reported_as_not_reached(tmp_path) -> None:
+    spec = _spec(tmp_path, trainers=[BASE, IMNET], folds=[0, 1])
+    for job in spec.jobs(NAMES):
+        stuck = job.method.trainer == IMNET and job.fold == 1
+        finish_run(spec, job, dice=[0.7, 0.71], curve=[0.1, 0.1, 0.1, 0.1] if stuck else SLOW)
+    text, _ = _report(spec, tmp_path)
+    row = _row(text, "Dataset004_Hippocampus/3d_fullres", f"`{IMNET}`", "90%: 0.7200")
+    assert row.endswith("| 1 of 2 | not reached | 200 – not reached | 0: 200, 1: not reached |")
+
+
+def test_a_spec_training_only_noisy_copies(tmp_path) -> None:
+    spec = _spec(tmp_path, trainers=[BASE, IMNET], folds=[], train_noise=[("rician", 5.0)], noise_folds=[0, 1, 2])
+    for job in spec.jobs(NAMES):
+        assert job.task.dataset == NAMES[900]
+        if job.fold < 2:
+            finish_run(spec, job, dice=[0.5, 0.6], curve=SLOW)
+    text, csv = _report(spec, tmp_path)
+    assert set(csv["dataset"]) == {NAMES[900]}
+    assert "datasets trained under noise: folds 0, 1, 2" in text
+    assert _row(_section(text, "Runs"), f"{NAMES[900]}/3d_fullres", f"`{IMNET}`", "0, 1", "2")
+    assert _row(text, f"{NAMES[900]}/3d_fullres", f"`{IMNET}`", "Dice ↑", "0, 1").endswith("| 0.5 |")
+
+
+def test_nothing_finished_still_writes_a_report(tmp_path) -> None:
+    spec = _spec(tmp_path, trainers=[BASE, IMNET], folds=[0])
+    text, csv = _report(spec, tmp_path)
+    assert csv.empty and list(csv.columns)[-2:] == ["dice", "nsd"]
+    assert "**Incomplete:** 2 run(s)" in text
+    assert "(no method to compare with the baseline `nnUNetTrainer` yet" in text
+    sections = re.findall(r"^## (.+)$", text, flags=re.M)
+    assert sections[:3] == ["Leaderboard (cross-validation cases, nnU-Net's own validation with TTA)", "Runs",
+                            "Paired differences against the baseline"]
+
+
+def test_a_spec_on_resenc_plans_compares_against_its_own_baseline(tmp_path) -> None:
+    spec = _spec(tmp_path, trainers=[BASE, IMNET], folds=[0, 1], plans=["nnUNetResEncUNetMPlans"])
+    for job in spec.jobs(NAMES):
+        if job.fold == 0 or job.method.trainer == BASE:
+            finish_run(spec, job, dice=[0.8, 0.82] if job.method.trainer == IMNET else [0.7, 0.72], curve=SLOW)
+    text, _ = _report(spec, tmp_path)
+    assert "paired comparisons below use only the cases both methods have" in text
+    row = _row(text, "Dataset004_Hippocampus/3d_fullres", f"`{IMNET}@nnUNetResEncUNetMPlans`", "Dice ↑", "0")
+    assert row.endswith("| +0.1000 | [+0.1000, +0.1000] | 1 | 1 | 1 |")
+    assert _row(_section(text, "Runs"), "Dataset004_Hippocampus/3d_fullres", f"`{IMNET}@nnUNetResEncUNetMPlans`",
+                "0", "1")
