@@ -66,7 +66,7 @@ def _dice_boxplot(frame: pd.DataFrame, path: Path) -> Path:
     fig.suptitle(f"{frame['dataset'].iloc[0]} / {frame['configuration'].iloc[0]}: validation cases (box: all cases "
                  f"of all folds)")
     fig.tight_layout(rect=(0, 0.05, 1, 1))
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, bbox_inches="tight")  # figure legends may be wider than the axes
     plt.close(fig)
     return path
 
@@ -98,7 +98,7 @@ def _training_curves(frame: pd.DataFrame, baseline: str, iterations: int, path: 
     fig.legend(handles=handles, loc="lower center", ncol=columns, fontsize=8, frameon=False)
     fig.suptitle(f"{frame['dataset'].iloc[0]} / {frame['configuration'].iloc[0]}: training curves")
     fig.tight_layout(rect=(0, 0.03 + 0.035 * math.ceil(len(handles) / columns), 1, 1))
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, bbox_inches="tight")  # figure legends may be wider than the axes
     plt.close(fig)
     return path
 
@@ -155,6 +155,6 @@ def _dice_vs_snr(frame: pd.DataFrame, conditions: Dict[str, Optional[tuple]], pa
         ax.legend(fontsize=8)
     fig.suptitle(f"{frame['dataset'].iloc[0]} / {frame['configuration'].iloc[0]}: validation cases under noise")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, bbox_inches="tight")  # figure legends may be wider than the axes
     plt.close(fig)
     return path
