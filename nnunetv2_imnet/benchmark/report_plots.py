@@ -38,8 +38,10 @@ def write_plots(spec: BenchmarkSpec, collected: Collected, out_dir: Path) -> Lis
             if not collected.training.empty else []:
         written.append(_training_curves(frame, spec.baseline.label, iterations_per_epoch(spec.budget),
                                         out_dir / f"training_curves_{dataset}_{configuration}.png"))
-    noise = cases[~cases["evaluation"].isin(["validation", "test"])]
     conditions = dict(spec.eval_conditions())
+    if all(condition is None for condition in conditions.values()):
+        return written  # only the clean condition: no curve over SNR to draw
+    noise = cases[~cases["evaluation"].isin(["validation", "test"])]
     for (dataset, configuration), frame in noise.groupby(["dataset", "configuration"], sort=False):
         written.append(_dice_vs_snr(frame, conditions, out_dir / f"dice_vs_snr_{dataset}_{configuration}.png"))
     return written
