@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # IMNet's train-step overhead on a GPU, in one go: benchmarks/overhead.py on the Hippocampus 3d_fullres and 2d plans,
-# AMP on as nnU-Net sets it, eager (nnUNet_compile=false) and torch.compile (nnU-Net's CUDA default), printing times,
-# profiler events and CUDA device events per step for nnUNetTrainer and nnUNetTrainerIMNet. About 3-5 minutes on an
-# H200, most of it torch.compile; each run has a time limit (at most 500 s together) and a run that fails or runs
-# out of time leaves its log and does not stop the others.
+# AMP on as nnU-Net sets it, the network eager (nnUNet_compile=false; the MI head compiled alone, IMNet's default,
+# and eager too) and compiled (nnU-Net's CUDA default), printing times, profiler events and CUDA device events per
+# step for nnUNetTrainer and nnUNetTrainerIMNet. About 3-5 minutes on an H200, most of it torch.compile; each run
+# has a time limit (at most 500 s together) and a run that fails or runs out of time leaves its log and does not
+# stop the others.
 #
 # For a CUDA machine with python3, torch and no nnU-Net or SimpleITK: BUNDLE is what ../shared/gpu-bundle/make.sh
 # builds (BUNDLE/whl/*.whl installed with --target, BUNDLE/stub/SimpleITK put on PYTHONPATH). Run from the
@@ -11,7 +12,7 @@
 #   OUT=results benchmarks/gpu_overhead.sh BUNDLE [PLANS_DIR] [extra overhead.py options ...]
 # PLANS_DIR holds nnUNetPlans.json and dataset.json (default: the committed Hippocampus plans). Extra options go to
 # every overhead.py run and win over the defaults (a CPU rehearsal: --device cpu --pairs 1 --warmup 0 --batch-size 2,
-# with LIMIT_SCALE=10 to stretch the time limits of the three runs, 100, 200 and 200 s, to a CPU's pace).
+# with LIMIT_SCALE=10 to stretch the time limits of the four runs, 100, 80, 160 and 160 s, to a CPU's pace).
 # Writes environment.txt, and per run NAME.json and NAME.log, to $OUT (default: gpu_overhead_results).
 set -uo pipefail
 bundle=${1:?usage: OUT=folder benchmarks/gpu_overhead.sh BUNDLE [PLANS_DIR] [overhead.py options ...]}
@@ -47,7 +48,8 @@ measure() {  # NAME SECONDS overhead.py options ...
 failed=()
 start=$SECONDS
 measure eager 100 --configurations 3d_fullres 2d --compile off --pairs 40 --warmup 5 "$@"
-measure compiled_3d_fullres 200 --configurations 3d_fullres --compile on --pairs 30 --warmup 5 "$@"
-measure compiled_2d 200 --configurations 2d --compile on --pairs 30 --warmup 5 "$@"
+measure eager_mi_head 80 --configurations 3d_fullres 2d --compile off --eager-mi-head --pairs 30 --warmup 3 "$@"
+measure compiled_3d_fullres 160 --configurations 3d_fullres --compile on --pairs 30 --warmup 5 "$@"
+measure compiled_2d 160 --configurations 2d --compile on --pairs 30 --warmup 5 "$@"
 echo "done in $(( SECONDS - start )) s; results in $out/${failed[*]:+; failed: ${failed[*]}}"
 [[ ${#failed[@]} == 0 ]]

@@ -55,6 +55,7 @@ from torch.autograd import DeviceType  # noqa: E402
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
 from nnunetv2_imnet.training.catalogue import ALL_TRAINERS  # noqa: E402
+from nnunetv2_imnet.training.imnet_trainer import COMPILE_MI_HEAD_VARIABLE  # noqa: E402
 from nnunetv2_imnet.training.network import find_bottleneck  # noqa: E402
 
 DATASET = "Dataset004_Hippocampus"
@@ -218,6 +219,13 @@ def mi_head_inputs(trainer, batch: dict, device: torch.device) -> Tuple[torch.Te
     return features, batch["data"].to(device)[:, :network.image_channels]
 
 
+def mi_head_mode(trainer) -> str:
+    """How the MI head runs: compiled with the network, compiled on its own, or eagerly."""
+    if type(trainer.network).__name__ == "OptimizedModule":
+        return "with network"
+    return "alone" if trainer.unwrapped_network().mi_head.is_compiled_alone else "eager"
+
+
 def compare(plans: dict, dataset_json: dict, configuration: str, steps: int, warmup: int, device: torch.device,
             baseline: str, candidate: str) -> dict:
     trainers = {n: make_trainer(n, plans, configuration, dataset_json, device) for n in (baseline, candidate)}
@@ -255,6 +263,7 @@ def compare(plans: dict, dataset_json: dict, configuration: str, steps: int, war
         "mi_head_share_of_baseline_step": head_seconds / statistics.median(results[baseline]["seconds"]),
         "mi_head_parameters": sum(p.numel() for p in trainers[candidate].unwrapped_network().mi_head.parameters()),
         "compiled": type(trainers[candidate].network).__name__ == "OptimizedModule",
+        "mi_head_mode": mi_head_mode(trainers[candidate]),
         "baseline_cpu_events": events[baseline][0],
         "imnet_cpu_events": events[candidate][0],
         "cpu_event_ratio": events[candidate][0] / events[baseline][0],
@@ -292,6 +301,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2, help="unmeasured pairs first (torch.compile compiles here)")
     parser.add_argument("--compile", choices=["nnunet", *COMPILE], default="nnunet",
                         help="torch.compile the network: nnU-Net's default (on for CUDA, off for CPU), on or off")
+    parser.add_argument("--eager-mi-head", action="store_true", help="where nnU-Net runs the network eagerly, run "
+                        "the MI head eagerly too instead of compiling it alone (NNUNETV2_IMNET_COMPILE_MI_HEAD=0)")
     parser.add_argument("--baseline", default="nnUNetTrainer_full")
     parser.add_argument("--candidate", default="nnUNetTrainerIMNet_full")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
@@ -301,6 +312,8 @@ def main() -> None:
         torch.set_num_threads(os.cpu_count() or 1)
     if args.compile in COMPILE:
         os.environ["nnUNet_compile"] = COMPILE[args.compile]  # nnU-Net reads it in initialize()
+    if args.eager_mi_head:
+        os.environ[COMPILE_MI_HEAD_VARIABLE] = "0"  # the trainer reads it in __init__
     plans, dataset_json = load_plans(args.plans, args.dataset_json, args.preprocessed, args.raw)
     if "large_3d" in args.configurations:
         add_large_plan(plans)
@@ -343,13 +356,13 @@ def print_tables(rows: List[dict], device: torch.device) -> None:
               f"{r['imnet_state_mb']:.1f} | {r['state_ratio']:.4f} | {r['mi_head_ms']:.2f} "
               f"({100 * r['mi_head_share_of_baseline_step']:.3f} %) |{extra}")
     print("\nOperators per train step (profiler events; CPU-side: operators, autograd nodes, CUDA runtime calls)")
-    print("| plan | compiled | CPU-side baseline | CPU-side IMNet | ratio | MI head alone |" +
-          (" CUDA baseline | CUDA IMNet | ratio | MI head alone |" if cuda else ""))
-    print("|---|---|---|---|---|---|" + ("---|---|---|---|" if cuda else ""))
+    print("| plan | network compiled | MI head compiled | CPU-side baseline | CPU-side IMNet | ratio | MI head alone |"
+          + (" CUDA baseline | CUDA IMNet | ratio | MI head alone |" if cuda else ""))
+    print("|---|---|---|---|---|---|---|" + ("---|---|---|---|" if cuda else ""))
     for r in rows:
         extra = (f" {r['baseline_cuda_events']:.0f} | {r['imnet_cuda_events']:.0f} | {r['cuda_event_ratio']:.4f} | "
                  f"{r['mi_head_cuda_events']:.0f} |" if cuda else "")
-        print(f"| {r['configuration']} | {r['compiled']} | {r['baseline_cpu_events']:.0f} | "
+        print(f"| {r['configuration']} | {r['compiled']} | {r['mi_head_mode']} | {r['baseline_cpu_events']:.0f} | "
               f"{r['imnet_cpu_events']:.0f} | {r['cpu_event_ratio']:.4f} | {r['mi_head_cpu_events']:.0f} |{extra}")
 
 

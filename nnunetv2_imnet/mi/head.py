@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import math
-from typing import NamedTuple, Sequence
+import warnings
+from typing import Callable, NamedTuple, Optional, Sequence, Union
 
 import torch
 from torch import nn
@@ -16,12 +17,14 @@ from nnunetv2_imnet.mi.views import InterpolateView, PatchView, PointwiseEmbeddi
 
 
 class MIOutput(NamedTuple):
-    """``loss`` is 0 where the raw loss was not finite (see ``finite``); the rest are detached diagnostics."""
+    """``loss`` is 0 where the raw loss was not finite (see ``finite``); the rest are detached diagnostics.
+    ``logged`` holds the four values as one fp32 vector, so the trainer copies them to the host in one go."""
 
     loss: torch.Tensor
     estimate: torch.Tensor
     finite: torch.Tensor
     max_abs_score: torch.Tensor
+    logged: torch.Tensor
 
 
 def _zero_nonfinite(grad: torch.Tensor) -> torch.Tensor:
@@ -49,6 +52,7 @@ class MIHead(nn.Module):
         # lambda for the gradient into the network; a buffer so that changing it needs no recompilation
         self.register_buffer("gradient_weight", torch.ones(()), persistent=False)
         self._gradient_weight_value = 1.0
+        self._compiled_estimate: Optional[Callable[[torch.Tensor, torch.Tensor], MIOutput]] = None
         self._guard_parameter_gradients()
 
     def _guard_parameter_gradients(self) -> None:
@@ -59,6 +63,9 @@ class MIHead(nn.Module):
             if not getattr(module, "guards_own_gradients", False):
                 for parameter in module.parameters(recurse=False):
                     parameter.register_hook(_zero_nonfinite)
+
+    def __getstate__(self) -> dict:
+        return {**super().__getstate__(), "_compiled_estimate": None}  # copies run eagerly until compiled again
 
     def __setstate__(self, state: dict) -> None:
         # copies (copy.deepcopy, pickling) get new parameter tensors, which carry no hooks
@@ -71,10 +78,35 @@ class MIHead(nn.Module):
             self.gradient_weight.fill_(weight)
             self._gradient_weight_value = weight
 
+    def compile_alone(self, backend: Union[str, Callable] = "inductor") -> None:
+        """Compile this head on its own, for when nnU-Net runs the network eagerly.
+
+        Eagerly, every operator of the head is one dispatch (a kernel launch on a GPU), and nnU-Net's small
+        steps are bound by dispatch, so they would cost wall time one for one (issue 8); compiled, the head is a
+        handful of fused kernels. If compiling fails (no C++ compiler or Triton, say), the head warns once and
+        runs eagerly, with the same results.
+        """
+        self._compiled_estimate = torch.compile(self._estimate, backend=backend, dynamic=False)
+
+    @property
+    def is_compiled_alone(self) -> bool:
+        return self._compiled_estimate is not None
+
     def forward(self, features: torch.Tensor, image: torch.Tensor) -> MIOutput:
         if features.ndim not in (4, 5) or image.ndim != features.ndim or image.shape[0] != features.shape[0]:
             raise ValueError(f"MIHead expects features (B, C, *S) and image (B, C_in, *spatial) with the same batch "
                              f"size and 2 or 3 spatial axes; got {tuple(features.shape)} and {tuple(image.shape)}.")
+        if self._compiled_estimate is not None:
+            try:
+                return self._compiled_estimate(features, image)
+            except torch._dynamo.exc.BackendCompilerFailed as error:
+                self._compiled_estimate = None
+                cause = getattr(error, "inner_exception", None) or error
+                warnings.warn(f"Compiling the MI head failed, so it runs eagerly (same results, more operators per "
+                              f"step): {type(cause).__name__}: {cause}", RuntimeWarning, stacklevel=2)
+        return self._estimate(features, image)
+
+    def _estimate(self, features: torch.Tensor, image: torch.Tensor) -> MIOutput:
         with torch.autocast(device_type=features.device.type, enabled=False):
             grid = features.shape[2:]
             anchors = LocationMajor.apply(features, self.gradient_weight)  # (B, N, Cf), fp32

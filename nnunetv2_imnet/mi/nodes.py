@@ -38,7 +38,8 @@ class LocationMajor(torch.autograd.Function):
 
 
 class Estimate(torch.autograd.Function):
-    """Scores in; the MI loss (0 where it is not finite), the estimate, finiteness and the largest |score| out.
+    """Scores in; the MI loss (0 where it is not finite), the estimate, finiteness, the largest |score| and those
+    four as one fp32 vector (for a single device-to-host copy per step) out.
 
     One autograd node: the loss's gradient with respect to the scores comes from ``ESTIMATORS_WITH_GRADIENT``,
     computed with the loss. A step whose loss is not finite passes no gradient into the network or the head's
@@ -57,8 +58,10 @@ class Estimate(torch.autograd.Function):
         grad = grad.mul_(nonfinite_marker.exp())
         ctx.save_for_backward((grad if temperature == 1.0 else grad.div_(temperature)).view(scores.shape))
         max_abs_score = torch.linalg.vector_norm(scaled, math.inf)
-        ctx.mark_non_differentiable(estimate, finite, max_abs_score)
-        return loss.nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0), estimate, finite, max_abs_score
+        loss = loss.nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
+        logged = torch.stack((loss, estimate, finite.float(), max_abs_score))
+        ctx.mark_non_differentiable(estimate, finite, max_abs_score, logged)
+        return loss, estimate, finite, max_abs_score, logged
 
     @staticmethod
     def backward(ctx, grad_loss: torch.Tensor, *unused: torch.Tensor):

@@ -5,6 +5,7 @@ Everything else (planning, preprocessing, augmentation, schedule, validation, in
 from __future__ import annotations
 
 import functools
+import os
 from typing import Any, ClassVar, Dict, List, Optional
 
 import numpy as np
@@ -12,6 +13,8 @@ import torch
 import torch.distributed as dist
 from nnunetv2.utilities.helpers import dummy_context
 from torch import autocast, nn
+from torch._dynamo import OptimizedModule
+from torch.nn.parallel import DistributedDataParallel
 
 from nnunetv2_imnet.mi.config import MIConfig
 from nnunetv2_imnet.mi.head import build_mi_head, warmup_weight
@@ -27,6 +30,8 @@ MI_HEALTH_KEYS = sum(MI_HEALTH_PANEL.values(), ())
 CHECKPOINT_KEY = "imnet"
 CHECKPOINT_FORMAT = 1
 SATURATION_WARNING = 30.0
+#: "0" runs the MI head eagerly where nnU-Net runs the network eagerly (default "1": compile the head alone)
+COMPILE_MI_HEAD_VARIABLE = "NNUNETV2_IMNET_COMPILE_MI_HEAD"
 
 
 class MITermDiverged(RuntimeError):
@@ -48,6 +53,9 @@ class nnUNetTrainerIMNet(nnUNetTrainerMeasured):
         self._consecutive_nonfinite = 0
         self._iteration_in_epoch = 0
         self._mi_restored_from: Optional[str] = None
+        #: compile the MI head on its own where nnU-Net does not compile the network (CPU, nnUNet_compile=f): run
+        #: eagerly, each of its operators is a dispatch, which nnU-Net's small GPU steps pay for 1:1 (issue 8)
+        self.compile_mi_head = _environment_flag(COMPILE_MI_HEAD_VARIABLE, default=True)
 
     # ----------------------------------------------------------------------------------------------- set-up
     def initialize(self) -> None:
@@ -72,7 +80,17 @@ class nnUNetTrainerIMNet(nnUNetTrainerMeasured):
             super().initialize()
         finally:
             del self.build_network_architecture
+        self._compile_mi_head_alone()
         self.logger.update_config({"imnet": self.mi.as_dict()})
+
+    def _compile_mi_head_alone(self) -> None:
+        network = self.network.module if isinstance(self.network, DistributedDataParallel) else self.network
+        if isinstance(network, OptimizedModule):
+            self.print_to_log_file("IMNet: the MI head is compiled with the network.")
+        elif self.compile_mi_head and self.device.type in ("cuda", "cpu"):
+            self.unwrapped_network().mi_head.compile_alone()
+            self.print_to_log_file(f"IMNet: nnU-Net runs the network eagerly; the MI head is compiled on its own "
+                                   f"(set {COMPILE_MI_HEAD_VARIABLE}=0 to run it eagerly too).")
 
     @property
     def num_image_channels(self) -> int:
@@ -131,7 +149,7 @@ class nnUNetTrainerIMNet(nnUNetTrainerMeasured):
 
         # one device-to-host copy per step, as nnU-Net's own train_step makes for its loss (no_grad: no detaches)
         with torch.no_grad():
-            logged = torch.stack([_fp32(segmentation_loss), mi.loss, mi.estimate, mi.finite.float(), mi.max_abs_score])
+            logged = torch.cat((_fp32(segmentation_loss).view(1), mi.logged))
         seg, mi_loss, estimate, finite, max_abs = logged.cpu().numpy()
         self._iteration_in_epoch += 1
         self._track_nonfinite(bool(finite), float(max_abs))
@@ -224,6 +242,17 @@ class nnUNetTrainerIMNet(nnUNetTrainerMeasured):
                 f"{filename} was written by {state.get('trainer_name')} with different MI options ({described}); "
                 f"{type(self).__name__} cannot continue it. Continue with -tr {state.get('trainer_name')}, or "
                 f"start a new run with -pretrained_weights {filename} to take over the segmentation network only.")
+
+
+def _environment_flag(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    if value.lower() in ("1", "true", "t", "yes"):
+        return True
+    if value.lower() in ("0", "false", "f", "no"):
+        return False
+    raise ValueError(f"{name}={value!r} is not a yes/no value; set it to 1 or 0.")
 
 
 def _fp32(tensor: torch.Tensor) -> torch.Tensor:
