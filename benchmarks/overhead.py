@@ -221,7 +221,7 @@ def mi_head_inputs(trainer, batch: dict, device: torch.device) -> Tuple[torch.Te
 
 def mi_head_mode(trainer) -> str:
     """How the MI head runs: compiled with the network, compiled on its own, or eagerly."""
-    if type(trainer.network).__name__ == "OptimizedModule":
+    if trainer.network_is_compiled:
         return "with network"
     return "alone" if trainer.unwrapped_network().mi_head.is_compiled_alone else "eager"
 
@@ -262,7 +262,7 @@ def compare(plans: dict, dataset_json: dict, configuration: str, steps: int, war
         "mi_head_ms": 1000 * head_seconds,
         "mi_head_share_of_baseline_step": head_seconds / statistics.median(results[baseline]["seconds"]),
         "mi_head_parameters": sum(p.numel() for p in trainers[candidate].unwrapped_network().mi_head.parameters()),
-        "compiled": type(trainers[candidate].network).__name__ == "OptimizedModule",
+        "compiled": trainers[candidate].network_is_compiled,
         "mi_head_mode": mi_head_mode(trainers[candidate]),
         "baseline_cpu_events": events[baseline][0],
         "imnet_cpu_events": events[candidate][0],

@@ -13,11 +13,10 @@ import torch
 import torch.distributed as dist
 from nnunetv2.utilities.helpers import dummy_context
 from torch import autocast, nn
-from torch._dynamo import OptimizedModule
-from torch.nn.parallel import DistributedDataParallel
 
 from nnunetv2_imnet.mi.config import MIConfig
 from nnunetv2_imnet.mi.head import build_mi_head, warmup_weight
+from nnunetv2_imnet.mi.nodes import fp32
 from nnunetv2_imnet.training.checkpoint import peek_checkpoint_entry
 from nnunetv2_imnet.training.measured import nnUNetTrainerMeasured
 from nnunetv2_imnet.training.network import MIRegularisedNetwork, find_bottleneck
@@ -84,8 +83,7 @@ class nnUNetTrainerIMNet(nnUNetTrainerMeasured):
         self.logger.update_config({"imnet": self.mi.as_dict()})
 
     def _compile_mi_head_alone(self) -> None:
-        network = self.network.module if isinstance(self.network, DistributedDataParallel) else self.network
-        if isinstance(network, OptimizedModule):
+        if self.network_is_compiled:
             self.print_to_log_file("IMNet: the MI head is compiled with the network.")
         elif self.compile_mi_head and self.device.type in ("cuda", "cpu"):
             self.unwrapped_network().mi_head.compile_alone()
@@ -149,7 +147,7 @@ class nnUNetTrainerIMNet(nnUNetTrainerMeasured):
 
         # one device-to-host copy per step, as nnU-Net's own train_step makes for its loss (no_grad: no detaches)
         with torch.no_grad():
-            logged = torch.cat((_fp32(segmentation_loss).view(1), mi.logged))
+            logged = torch.cat((fp32(segmentation_loss).view(1), mi.logged))
         seg, mi_loss, estimate, finite, max_abs = logged.cpu().numpy()
         self._iteration_in_epoch += 1
         self._track_nonfinite(bool(finite), float(max_abs))
@@ -253,10 +251,6 @@ def _environment_flag(name: str, default: bool) -> bool:
     if value.lower() in ("0", "false", "f", "no"):
         return False
     raise ValueError(f"{name}={value!r} is not a yes/no value; set it to 1 or 0.")
-
-
-def _fp32(tensor: torch.Tensor) -> torch.Tensor:
-    return tensor if tensor.dtype == torch.float32 else tensor.float()
 
 
 def _nanmean(values: np.ndarray) -> float:

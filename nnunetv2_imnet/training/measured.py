@@ -62,8 +62,16 @@ class nnUNetTrainerMeasured(nnUNetTrainer):
 
     def unwrapped_network(self) -> torch.nn.Module:
         """``self.network`` without the DDP and ``torch.compile`` wrappers."""
-        module = self.network.module if isinstance(self.network, DistributedDataParallel) else self.network
+        module = self._network_without_ddp()
         return module._orig_mod if isinstance(module, OptimizedModule) else module
+
+    @property
+    def network_is_compiled(self) -> bool:
+        """Whether nnU-Net's ``initialize`` wrapped the network in ``torch.compile``."""
+        return isinstance(self._network_without_ddp(), OptimizedModule)
+
+    def _network_without_ddp(self) -> torch.nn.Module:
+        return self.network.module if isinstance(self.network, DistributedDataParallel) else self.network
 
     def on_train_epoch_start(self) -> None:
         super().on_train_epoch_start()
