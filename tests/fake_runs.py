@@ -29,9 +29,11 @@ def _write(array: np.ndarray, path: Path) -> str:
 
 
 def finish_run(spec: BenchmarkSpec, job: Job, dice: Sequence[float], curve: Sequence[float],
-               false_positives: Optional[Sequence[int]] = None, mi: Optional[Sequence[float]] = None) -> None:
+               false_positives: Optional[Sequence[int]] = None, mi: Optional[Sequence[float]] = None,
+               seconds: Optional[Sequence[float]] = None) -> None:
     """Write ``job`` as finished: one validation case per ``dice`` value (both classes get it; the predictions are
-    the reference, so NSD is 1) and ``curve`` as the per-epoch pseudo Dice (``mi`` as the MI estimate)."""
+    the reference, so NSD is 1) and ``curve`` as the per-epoch pseudo Dice (``mi`` as the MI estimate, ``seconds``
+    as the train seconds per iteration, 1 s by default)."""
     fold_dir = spec.fold_dir(job)
     fold_dir.mkdir(parents=True, exist_ok=True)
     (fold_dir.parent / "dataset.json").write_text(json.dumps({"labels": LABELS, "file_ending": ".nii.gz"}))
@@ -48,7 +50,7 @@ def finish_run(spec: BenchmarkSpec, job: Job, dice: Sequence[float], curve: Sequ
     ema = [curve[0]]
     for value in curve[1:]:
         ema.append(0.9 * ema[-1] + 0.1 * value)
-    logging = {"mean_fg_dice": list(curve), "ema_fg_dice": ema, "train_seconds_per_iteration": [1.0] * len(curve),
+    logging = {"mean_fg_dice": list(curve), "ema_fg_dice": ema, "train_seconds_per_iteration": list(seconds or [1.0] * len(curve)),
                "peak_memory_mb": [100.0] * len(curve)}
     if mi is not None:
         logging["mi_estimate"] = list(mi)

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from nnunetv2_imnet.benchmark.convergence import (NNUNET_ITERATIONS_PER_EPOCH, baseline_final, iterations_per_epoch,
-                                                  steps_to_reach, steps_to_target, with_steps)
+                                                  late_gain, steps_to_reach, steps_to_target, with_steps)
 
 TASK = {"dataset": "Dataset004_Hippocampus", "configuration": "3d_fullres"}
 
@@ -75,3 +75,22 @@ def test_median_is_not_reached_when_half_the_folds_miss_the_target() -> None:
 def test_no_finished_baseline_gives_no_target() -> None:
     training = _training({("other", 0): [0.5, 0.9]})
     assert steps_to_target(training, "base", iterations=1).empty
+
+
+@pytest.mark.parametrize("values, quarter, expected", [
+    ([0.0, 0.0, 0.0, 0.0, 0.5, 0.5, 0.7, 0.9], 2, 0.3),  # (0.7 + 0.9) / 2 - (0.5 + 0.5) / 2
+    ([0.8] * 20, 5, 0.0),  # a plateau
+    ([0.9, 0.1, 0.5, 0.6, 0.8, 0.7], 1, -0.1),  # quarters of 6 epochs are 1 epoch; a late drop is negative
+    ([0.0, 0.2, 0.4, 0.6, math.nan, 0.8, 0.9, 0.9], 2, 0.1),  # a missing epoch is left out of its quarter
+    ([0.1, 0.9, 0.9], 0, math.nan),  # fewer than 4 epochs: no quarter to compare
+])
+def test_late_gain_compares_the_last_two_quarters(values: list, quarter: int, expected: float) -> None:
+    [row] = late_gain(_training({("a", 0): values})).itertuples()
+    assert row.quarter_epochs == quarter
+    assert row.late_gain == pytest.approx(expected, nan_ok=True)
+
+
+def test_late_gain_has_one_row_per_run_in_epoch_order() -> None:
+    training = _training({("a", 0): [0.1, 0.2, 0.3, 0.4], ("a", 1): [0.4, 0.4, 0.4, 0.4], ("b", 0): [0.5] * 4})
+    gains = late_gain(training.sample(frac=1.0, random_state=0)).set_index(["method", "fold"])["late_gain"]
+    assert gains.to_dict() == pytest.approx({("a", 0): 0.1, ("a", 1): 0.0, ("b", 0): 0.0})

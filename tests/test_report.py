@@ -114,6 +114,32 @@ def test_partial_results_report_what_exists_and_compare_common_folds(tmp_path) -
     assert (tmp_path / "results" / "training_curves_Dataset004_Hippocampus_3d_fullres.png").stat().st_size > 5_000
 
 
+def test_cost_ratios_from_the_median_and_the_fastest_epoch(tmp_path) -> None:
+    """A baseline slowed by other work in two of its epochs: the median ratio flatters IMNet, the fastest does not."""
+    spec = _spec(tmp_path, trainers=[BASE, IMNET], folds=[0])
+    seconds = {BASE: [9.0, 3.0, 1.0, 3.0], IMNET: [9.0, 1.1, 1.05, 1.1]}  # the first epoch (start-up) is left out
+    for job in spec.jobs(NAMES):
+        finish_run(spec, job, dice=[0.8, 0.8], curve=SLOW, seconds=seconds[job.method.trainer])
+    cost = _section(_report(spec, tmp_path)[0], "Training cost (measured in the same runs)")
+    assert _row(cost, "Dataset004_Hippocampus/3d_fullres", f"`{BASE}`").endswith(
+        "| 1 | 3.000 | 1.000 | 1.000 | 1.000 | 100 | 1.000 |")
+    assert _row(cost, "Dataset004_Hippocampus/3d_fullres", f"`{IMNET}`").endswith(
+        "| 1 | 1.100 | 0.367 | 1.050 | 1.050 | 100 | 1.000 |")
+    assert "the fastest epoch is then the better estimate" in cost
+
+
+def test_convergence_table_shows_the_gain_in_the_last_quarter(tmp_path) -> None:
+    spec = _spec(tmp_path, trainers=[BASE, IMNET], folds=[0, 1])
+    curves = {BASE: [0.1, 0.5, 0.7, 0.8], IMNET: [0.8, 0.8, 0.8, 0.8]}  # quarters of one epoch: +0.1 and 0
+    for job in spec.jobs(NAMES):
+        finish_run(spec, job, dice=[0.8, 0.8], curve=curves[job.method.trainer])
+    text = _section(_report(spec, tmp_path)[0], "Convergence")
+    assert "| 4 | 200 | 0.8000 ± 0.0000 | 0.1000 ± 0.0000 |" in _row(text, "Dataset004_Hippocampus/3d_fullres",
+                                                                       f"`{BASE}`", "0, 1")
+    assert "| 4 | 200 | 0.8000 ± 0.0000 | 0.0000 ± 0.0000 |" in _row(text, "Dataset004_Hippocampus/3d_fullres",
+                                                                       f"`{IMNET}`", "0, 1")
+
+
 def test_a_fold_that_never_reaches_the_target_is_reported_as_not_reached(tmp_path) -> None:
     spec = _spec(tmp_path, trainers=[BASE, IMNET], folds=[0, 1])
     for job in spec.jobs(NAMES):

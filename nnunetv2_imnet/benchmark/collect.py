@@ -108,14 +108,18 @@ def training_curves(checkpoint: Path) -> List[dict]:
 
 
 def cost_per_job(training: pd.DataFrame) -> pd.DataFrame:
-    """Median train seconds per iteration (first epoch excluded: start-up) and peak memory, per job."""
+    """Median and fastest epoch's train seconds per iteration (first epoch excluded: start-up) and peak memory, per
+    job. The fastest epoch estimates the cost without load: other work on the machine slows some epochs, never
+    speeds one up."""
     if training.empty:
         return pd.DataFrame()
     keys = ["dataset", "configuration", "plans", "trainer", "method", "fold"]
 
     def summarise(group: pd.DataFrame) -> pd.Series:
         steady = group[group["epoch"] > 0] if len(group) > 1 else group
-        return pd.Series({"seconds_per_iteration": float(np.nanmedian(steady["train_seconds_per_iteration"])),
+        seconds = steady["train_seconds_per_iteration"]
+        return pd.Series({"seconds_per_iteration": float(np.nanmedian(seconds)),
+                          "fastest_seconds_per_iteration": float(np.nanmin(seconds)),
                           "peak_memory_mb": float(np.nanmax(group["peak_memory_mb"]))})
 
     return training.groupby(keys).apply(summarise, include_groups=False).reset_index()

@@ -49,6 +49,23 @@ def baseline_final(training: pd.DataFrame, baseline: str) -> pd.Series:
     return final[final["method"] == baseline].groupby(TASK)[CURVE].mean()
 
 
+def late_gain(training: pd.DataFrame) -> pd.DataFrame:
+    """Per run: the pseudo Dice's mean over the last quarter of its epochs minus its mean over the quarter before.
+
+    A measured distance from the plateau: near zero, more steps of the same schedule would not pay; clearly
+    positive, the budget stops the run while it still learns. Quarters, not single epochs, because each epoch's
+    pseudo Dice comes from a few validation batches and is noisy. Runs of fewer than 4 epochs give NaN.
+    """
+    rows = []
+    for (dataset, configuration, method, fold), run in training.sort_values("epoch").groupby(
+            TASK + ["method", "fold"], sort=False):
+        values = run[CURVE].to_numpy(dtype=float)
+        quarter = len(values) // 4
+        gain = (np.nanmean(values[-quarter:]) - np.nanmean(values[-2 * quarter:-quarter])) if quarter else np.nan
+        rows.append([dataset, configuration, method, fold, quarter, float(gain)])
+    return pd.DataFrame(rows, columns=TASK + ["method", "fold", "quarter_epochs", "late_gain"])
+
+
 def steps_to_target(training: pd.DataFrame, baseline: str, iterations: int,
                     fractions: Sequence[float] = FRACTIONS) -> pd.DataFrame:
     """Per task, method and fraction: steps each fold needed to reach ``fraction`` x the baseline's final pseudo
