@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import subprocess
 import sys
 import tempfile
 import time
@@ -111,7 +112,27 @@ def write_results(runner, command: str) -> Path:
 
 def _versions() -> dict:
     from importlib.metadata import version
-    return {name: version(name) for name in ("nnunetv2-imnet", "nnunetv2", "torch", "monai")}
+    versions = {name: version(name) for name in ("nnunetv2-imnet", "nnunetv2", "torch", "monai")}
+    commit = source_commit()
+    return {**versions, "nnunetv2-imnet commit": commit} if commit else versions
+
+
+def source_commit(root: Path = Path(__file__).resolve().parent.parent) -> Optional[str]:
+    """The git commit of the checkout ``root`` (this package's, by default), '-dirty' if tracked files changed; None
+    when it is no checkout (installed from a wheel) or git is missing. The version alone cannot say which code of a
+    development install made a result."""
+    if not (root / ".git").exists():
+        return None
+    try:
+        commit = _git(root, "rev-parse", "HEAD")
+        dirty = _git(root, "status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return commit + ("-dirty" if dirty else "")
+
+
+def _git(root: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, check=True).stdout.strip()
 
 
 def cmd_benchmark(args: argparse.Namespace) -> None:

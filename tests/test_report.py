@@ -3,6 +3,7 @@ that train only noisy copies or on ResEnc plans, and the fold-level numbers know
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import pandas as pd
 import pytest
 
 from fake_runs import finish_run
+from nnunetv2_imnet import cli
 from nnunetv2_imnet.benchmark import metrics
 from nnunetv2_imnet.benchmark.collect import collect
 from nnunetv2_imnet.benchmark.metrics import Metric
@@ -185,3 +187,18 @@ def test_a_spec_on_resenc_plans_compares_against_its_own_baseline(tmp_path) -> N
     assert row.endswith("| +0.1000 | [+0.1000, +0.1000] | 1 | 1 | 1 |")
     assert _row(_section(text, "Runs"), "Dataset004_Hippocampus/3d_fullres", f"`{IMNET}@nnUNetResEncUNetMPlans`",
                 "0", "1")
+
+
+def test_source_commit_names_the_checkout_and_its_uncommitted_changes(tmp_path) -> None:
+    assert cli.source_commit(tmp_path) is None  # no checkout: a wheel install
+    git = ["git", "-C", str(tmp_path), "-c", "user.name=test", "-c", "user.email=test@example.org"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    (tmp_path / "tracked.py").write_text("a = 1\n")
+    subprocess.run([*git, "add", "tracked.py"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "one"], check=True)
+    head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    (tmp_path / "untracked.py").write_text("")
+    assert cli.source_commit(tmp_path) == head and len(head) == 40
+    (tmp_path / "tracked.py").write_text("a = 2\n")
+    assert cli.source_commit(tmp_path) == head + "-dirty"
+
