@@ -50,7 +50,8 @@ def finish_run(spec: BenchmarkSpec, job: Job, dice: Sequence[float], curve: Sequ
     ema = [curve[0]]
     for value in curve[1:]:
         ema.append(0.9 * ema[-1] + 0.1 * value)
-    logging = {"mean_fg_dice": list(curve), "ema_fg_dice": ema, "train_seconds_per_iteration": list(seconds or [1.0] * len(curve)),
+    logging = {"mean_fg_dice": list(curve), "ema_fg_dice": ema,
+               "train_seconds_per_iteration": list(seconds or [1.0] * len(curve)),
                "peak_memory_mb": [100.0] * len(curve)}
     if mi is not None:
         logging["mi_estimate"] = list(mi)
