@@ -34,7 +34,7 @@ def test_report_has_the_leaderboard_first_and_every_section(smoke_benchmark):
     text = (results / "results.md").read_text()
     sections = re.findall(r"^###? (.+)$", text, flags=re.M)
     assert sections[0].startswith("Leaderboard")
-    for expected in ("Runs", "Paired differences against the baseline",
+    for expected in ("Runs", "Paired differences against the baseline and the control",
                      "Fold level (unit: one trained model per arm and fold)",
                      "Case level (unit: case; each arm's trained models taken as fixed)",
                      "Per fold (mean over each fold's validation cases)", "Training cost (measured in the same runs)",

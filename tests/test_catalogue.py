@@ -8,7 +8,8 @@ import pytest
 from nnunetv2_imnet import cli
 from nnunetv2_imnet.mi.config import MIConfig
 from nnunetv2_imnet.training import variants
-from nnunetv2_imnet.training.catalogue import ALL_TRAINERS, BASE_TRAINERS, description
+from nnunetv2_imnet.benchmark.spec import BenchmarkSpec
+from nnunetv2_imnet.training.catalogue import ALL_TRAINERS, BASE_TRAINERS, description, weight_zero_controls
 from nnunetv2_imnet.training.imnet_trainer import nnUNetTrainerIMNet
 from trainer_helpers import make_trainer, nnunet_folders, tiny_plans
 
@@ -60,3 +61,25 @@ def test_a_variant_and_its_budget_version_apply_their_options(name: str, tmp_pat
     base = name.removesuffix("_smoke")
     assert trainer.mi == MIConfig(**EXPECTED_OPTIONS[base])
     assert trainer.my_init_kwargs.keys() == {"plans", "configuration", "fold", "dataset_json", "device"}
+
+
+@pytest.mark.parametrize("trainers, expected", [
+    (["nnUNetTrainer", "nnUNetTrainerIMNet", "nnUNetTrainerIMNet_lambda0"],
+     {"nnUNetTrainerIMNet": "nnUNetTrainerIMNet_lambda0"}),
+    # the weight is all that may differ: the other variants' options are not the default ones
+    (["nnUNetTrainerIMNet_InfoNCE", "nnUNetTrainerIMNet_lambda1", "nnUNetTrainerIMNet_lambda0"],
+     {"nnUNetTrainerIMNet_lambda1": "nnUNetTrainerIMNet_lambda0"}),
+    (["nnUNetTrainer", "nnUNetTrainerIMNet"], {}),  # no control run
+    (["nnUNetTrainer", "nnUNetTrainerIMNet_lambda0"], {}),  # a control with no arm
+])
+def test_weight_zero_controls_pair_arms_with_the_same_mi_options_at_weight_zero(trainers, expected) -> None:
+    assert weight_zero_controls(trainers) == expected
+
+
+def test_a_spec_names_controls_per_plans(tmp_path) -> None:
+    spec = BenchmarkSpec(raw=str(tmp_path), work=str(tmp_path), datasets=[4], budget="cpu1k",
+                         trainers=["nnUNetTrainer", "nnUNetTrainerIMNet", "nnUNetTrainerIMNet_lambda0"],
+                         plans=["nnUNetPlans", "nnUNetResEncUNetMPlans"]).validate()
+    assert spec.controls() == {
+        "nnUNetTrainerIMNet": "nnUNetTrainerIMNet_lambda0",
+        "nnUNetTrainerIMNet@nnUNetResEncUNetMPlans": "nnUNetTrainerIMNet_lambda0@nnUNetResEncUNetMPlans"}

@@ -1,11 +1,12 @@
-"""Every candidate against the baseline: the rows made, the folds paired and Holm's family, by construction."""
+"""Every candidate against the baseline and every arm against its control: the rows made, the folds paired and
+Holm's family, by construction."""
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from nnunetv2_imnet.benchmark.comparisons import compare_with_baseline
+from nnunetv2_imnet.benchmark.comparisons import compare_arms
 from nnunetv2_imnet.benchmark.metrics import METRICS
 from nnunetv2_imnet.benchmark.stats import holm
 
@@ -24,7 +25,7 @@ def _cases(folds_per_method: dict, dataset: str = "Dataset004_Hippocampus") -> p
 
 
 def test_one_row_per_candidate_and_metric_with_holm_over_the_table() -> None:
-    table = compare_with_baseline(_cases({"base": range(5), "better": range(5), "same": range(5)}), "base",
+    table = compare_arms(_cases({"base": range(5), "better": range(5), "same": range(5)}), "base",
                                   list(METRICS.values()))
     assert list(zip(table["method"], table["metric"])) == [("better", "dice"), ("same", "dice"), ("better", "nsd"),
                                                            ("same", "nsd")]
@@ -38,7 +39,7 @@ def test_one_row_per_candidate_and_metric_with_holm_over_the_table() -> None:
 
 
 def test_only_folds_both_arms_finished_are_paired() -> None:
-    table = compare_with_baseline(_cases({"base": [0, 1, 2], "better": [1, 2, 3, 4]}), "base", [METRICS["dice"]])
+    table = compare_arms(_cases({"base": [0, 1, 2], "better": [1, 2, 3, 4]}), "base", [METRICS["dice"]])
     [row] = table.itertuples()
     assert row.folds == (1, 2) and row.cases == 8 and row.smallest_p == 0.5
 
@@ -46,6 +47,23 @@ def test_only_folds_both_arms_finished_are_paired() -> None:
 def test_a_task_without_its_baseline_is_not_compared() -> None:
     frame = pd.concat([_cases({"base": [0], "better": [0]}),
                        _cases({"better": [0]}, dataset="Dataset900_HippocampusRician5")])
-    table = compare_with_baseline(frame, "base", [METRICS["dice"]])
+    table = compare_arms(frame, "base", [METRICS["dice"]])
     assert list(table["dataset"]) == ["Dataset004_Hippocampus"]
-    assert compare_with_baseline(frame.iloc[:0], "base", [METRICS["dice"]]).empty
+    assert compare_arms(frame.iloc[:0], "base", [METRICS["dice"]]).empty
+
+
+def test_an_arm_is_also_compared_against_its_control_in_the_same_holm_family() -> None:
+    frame = _cases({"base": range(5), "better": range(5), "same": range(5)})
+    table = compare_arms(frame, "base", [METRICS["dice"]], controls={"better": "same", "absent": "same"})
+    assert list(zip(table["method"], table["reference"])) == [("better", "base"), ("same", "base"), ("better", "same")]
+    against_control = table.iloc[2]
+    assert against_control["fold_difference"] == pytest.approx(0.05)
+    assert against_control["reference_mean"] == pytest.approx(table.iloc[1]["method_mean"])
+    # family of 3: the two p of 0.0625 become 3 x 0.0625 and then (step-down, monotone) the same
+    np.testing.assert_allclose(table["sign_flip_p_holm"], [0.1875, 1.0, 0.1875])
+
+
+def test_a_control_without_a_finished_fold_is_not_compared() -> None:
+    table = compare_arms(_cases({"base": range(2), "better": range(2)}), "base", [METRICS["dice"]],
+                         controls={"better": "same"})
+    assert list(table["reference"]) == ["base"]

@@ -67,7 +67,8 @@ def test_a_metric_added_to_the_registry_reaches_csv_report_and_ranking(tmp_path,
     assert _row(text, f"`{BASE}`", "6").endswith("| 1.33 |")
     assert _row(text, f"`{IMNET}`", "6").endswith("| 1.33 |")
     # FP differences per case: (2 + 2i) - (10 + i) = -8, -7, -6 in both folds
-    assert "| 0, 1 | -7.0000 |" in _row(text, NAMES[4] + "/3d_fullres", f"`{IMNET}`", "FP voxels ↓", "0, 1")
+    assert "| 0, 1 | -7.0000 |" in _row(text, NAMES[4] + "/3d_fullres", f"`{IMNET}`", f"`{BASE}`", "FP voxels ↓",
+                                        "0, 1")
 
 
 def test_fold_level_comparison_of_a_known_shift(tmp_path) -> None:
@@ -78,13 +79,36 @@ def test_fold_level_comparison_of_a_known_shift(tmp_path) -> None:
         shift = 0.05 if job.method.trainer == IMNET else 0.0
         finish_run(spec, job, dice=baseline[job.fold] + shift, curve=SLOW)
     text, _ = _report(spec, tmp_path)
-    row = _row(text, "Dataset004_Hippocampus/3d_fullres", f"`{IMNET}`", "Dice ↑", "0, 1, 2, 3, 4")
+    row = _row(text, "Dataset004_Hippocampus/3d_fullres", f"`{IMNET}`", f"`{BASE}`", "Dice ↑", "0, 1, 2, 3, 4")
     # difference, CI (a constant shift has no spread), sign-flip p = 2/2^5, Holm over Dice and NSD, smallest p
     assert row.endswith("| +0.0500 | [+0.0500, +0.0500] | 0.0625 | 0.125 | 0.0625 |")
-    nsd = _row(text, "Dataset004_Hippocampus/3d_fullres", f"`{IMNET}`", "NSD ↑", "0, 1, 2, 3, 4")
+    nsd = _row(text, "Dataset004_Hippocampus/3d_fullres", f"`{IMNET}`", f"`{BASE}`", "NSD ↑", "0, 1, 2, 3, 4")
     assert nsd.endswith("| +0.0000 | [+0.0000, +0.0000] | 1 | 1 | 0.0625 |")
     assert "0.0625 with 5 folds" in text and "Trust the fold level" in text
     assert "The methods cover different folds" not in text
+
+
+def test_the_mi_arm_is_compared_against_its_weight_zero_control_in_one_holm_family(tmp_path) -> None:
+    spec = _spec(tmp_path, trainers=[BASE, IMNET, CONTROL], folds=[0, 1, 2, 3, 4])
+    rng = np.random.default_rng(0)
+    baseline = {fold: rng.uniform(0.6, 0.8, 4) for fold in range(5)}
+    shifts = {BASE: 0.0, IMNET: 0.05, CONTROL: 0.02}  # the MI gradient alone: +0.03
+    for job in spec.jobs(NAMES):
+        finish_run(spec, job, dice=baseline[job.fold] + shifts[job.method.trainer], curve=SLOW)
+    text = _section(_report(spec, tmp_path)[0], "Paired differences against the baseline and the control")
+    task = "Dataset004_Hippocampus/3d_fullres"
+    # 6 comparisons (IMNet and control vs base, IMNet vs control; Dice and NSD); three sign-flip p of 0.0625 -> 6, 5, 4 x 0.0625, made monotone: 0.375
+    assert "Holm's adjustment over the 6 comparison(s)" in text and "every arm vs its control" in text
+    assert f"(`{IMNET}` vs `{CONTROL}`)" in text
+    assert _row(text, task, f"`{IMNET}`", f"`{CONTROL}`", "Dice ↑", "0, 1, 2, 3, 4").endswith(
+        "| +0.0300 | [+0.0300, +0.0300] | 0.0625 | 0.375 | 0.0625 |")
+    assert _row(text, task, f"`{IMNET}`", f"`{BASE}`", "Dice ↑", "0, 1, 2, 3, 4").endswith(
+        "| +0.0500 | [+0.0500, +0.0500] | 0.0625 | 0.375 | 0.0625 |")
+    assert _row(text, task, f"`{CONTROL}`", f"`{BASE}`", "NSD ↑", "0, 1, 2, 3, 4").endswith("| 1 | 1 | 0.0625 |")
+    case_row = _row(text, task, f"`{IMNET}`", f"`{CONTROL}`", "Dice ↑", "20")
+    assert f"| {np.mean(list(baseline.values())) + 0.02:.4f} | {np.mean(list(baseline.values())) + 0.05:.4f} | " \
+           "+0.0300 |" in case_row
+    assert not [line for line in text.splitlines() if line.startswith(f"| {task} | `{CONTROL}` | `{IMNET}`")]
 
 
 def test_partial_results_report_what_exists_and_compare_common_folds(tmp_path) -> None:
@@ -104,11 +128,12 @@ def test_partial_results_report_what_exists_and_compare_common_folds(tmp_path) -
     assert "The methods cover different folds (see Runs)" in _section(text, "Leaderboard (cross-validation cases, "
                                                                             "nnU-Net's own validation with TTA)")
     # only folds 1 and 2 have both arms: 2 folds, smallest p 2/4
-    fold_row = _row(text, "Dataset004_Hippocampus/3d_fullres", f"`{IMNET}`", "Dice ↑", "1, 2", "+0.1000")
+    fold_row = _row(text, "Dataset004_Hippocampus/3d_fullres", f"`{IMNET}`", f"`{BASE}`", "Dice ↑", "1, 2",
+                    "+0.1000")
     assert fold_row.endswith("| 0.5 |")
-    case_row = _row(text, "Dataset004_Hippocampus/3d_fullres", f"`{IMNET}`", "Dice ↑", "6")
+    case_row = _row(text, "Dataset004_Hippocampus/3d_fullres", f"`{IMNET}`", f"`{BASE}`", "Dice ↑", "6")
     assert "| 0.7100 | 0.8100 | +0.1000 |" in case_row
-    assert CONTROL not in _section(text, "Paired differences against the baseline")
+    assert CONTROL not in _section(text, "Paired differences against the baseline and the control")
     # convergence: the baseline ends at 0.8 in every fold; IMNet reaches 90 % after 50 steps, 95 % after 100
     assert "| `nnUNetTrainerIMNet` | 90%: 0.7200 | 3 of 3 | 50 | 50 – 50 | 1: 50, 2: 50, 4: 50 |" in text
     assert "| `nnUNetTrainerIMNet` | 95%: 0.7600 | 3 of 3 | 100 | 100 – 100 |" in text
@@ -162,7 +187,7 @@ def test_a_spec_training_only_noisy_copies(tmp_path) -> None:
     assert set(csv["dataset"]) == {NAMES[900]}
     assert "datasets trained under noise: folds 0, 1, 2" in text
     assert _row(_section(text, "Runs"), f"{NAMES[900]}/3d_fullres", f"`{IMNET}`", "0, 1", "2")
-    assert _row(text, f"{NAMES[900]}/3d_fullres", f"`{IMNET}`", "Dice ↑", "0, 1").endswith("| 0.5 |")
+    assert _row(text, f"{NAMES[900]}/3d_fullres", f"`{IMNET}`", f"`{BASE}`", "Dice ↑", "0, 1").endswith("| 0.5 |")
 
 
 def test_nothing_finished_still_writes_a_report(tmp_path) -> None:
@@ -173,7 +198,7 @@ def test_nothing_finished_still_writes_a_report(tmp_path) -> None:
     assert "(no method to compare with the baseline `nnUNetTrainer` yet" in text
     sections = re.findall(r"^## (.+)$", text, flags=re.M)
     assert sections[:3] == ["Leaderboard (cross-validation cases, nnU-Net's own validation with TTA)", "Runs",
-                            "Paired differences against the baseline"]
+                            "Paired differences against the baseline and the control"]
 
 
 def test_a_spec_on_resenc_plans_compares_against_its_own_baseline(tmp_path) -> None:
@@ -183,7 +208,8 @@ def test_a_spec_on_resenc_plans_compares_against_its_own_baseline(tmp_path) -> N
             finish_run(spec, job, dice=[0.8, 0.82] if job.method.trainer == IMNET else [0.7, 0.72], curve=SLOW)
     text, _ = _report(spec, tmp_path)
     assert "paired comparisons below use only the cases both methods have" in text
-    row = _row(text, "Dataset004_Hippocampus/3d_fullres", f"`{IMNET}@nnUNetResEncUNetMPlans`", "Dice ↑", "0")
+    row = _row(text, "Dataset004_Hippocampus/3d_fullres", f"`{IMNET}@nnUNetResEncUNetMPlans`",
+               f"`{BASE}@nnUNetResEncUNetMPlans`", "Dice ↑", "0")
     assert row.endswith("| +0.1000 | [+0.1000, +0.1000] | 1 | 1 | 1 |")
     assert _row(_section(text, "Runs"), "Dataset004_Hippocampus/3d_fullres", f"`{IMNET}@nnUNetResEncUNetMPlans`",
                 "0", "1")

@@ -1,20 +1,22 @@
-"""Every candidate arm against the baseline, per task and metric, with the case and with the fold as the unit.
+"""Every candidate arm against the baseline, and every regularised arm against its weight-0 control, per task and
+metric, with the case and with the fold as the unit.
 
-Holm's adjustment runs over one call, i.e. one table of the report (one evaluation split): every candidate arm x
-metric x task compared there, separately for the case-level Wilcoxon and the fold-level sign-flip p-values.
+Holm's adjustment runs over one call, i.e. one evaluation split of the report: every comparison made there
+(candidate x reference x metric x task) is one family, separately for the case-level Wilcoxon and the fold-level
+sign-flip p-values.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Optional, Sequence
 
 import pandas as pd
 
 from nnunetv2_imnet.benchmark.metrics import Metric
 from nnunetv2_imnet.benchmark.stats import fold_comparison, holm, paired_comparison
 
-COLUMNS = ["dataset", "configuration", "method", "metric", "folds", "cases", "baseline_mean", "method_mean",
-           "case_difference", "case_ci_low", "case_ci_high", "wilcoxon_p", "wilcoxon_p_holm", "fold_difference",
-           "fold_ci_low", "fold_ci_high", "sign_flip_p", "sign_flip_p_holm", "smallest_p"]
+COLUMNS = ["dataset", "configuration", "method", "reference", "metric", "folds", "cases", "reference_mean",
+           "method_mean", "case_difference", "case_ci_low", "case_ci_high", "wilcoxon_p", "wilcoxon_p_holm",
+           "fold_difference", "fold_ci_low", "fold_ci_high", "sign_flip_p", "sign_flip_p_holm", "smallest_p"]
 
 
 def per_case_means(frame: pd.DataFrame, metric: str) -> pd.Series:
@@ -22,24 +24,24 @@ def per_case_means(frame: pd.DataFrame, metric: str) -> pd.Series:
     return frame.groupby(["method", "fold", "case"])[metric].mean()
 
 
-def compare_with_baseline(frame: pd.DataFrame, baseline: str, metrics: Sequence[Metric]) -> pd.DataFrame:
-    """One row per task, candidate method and metric (``COLUMNS``); differences are candidate - baseline.
+def compare_arms(frame: pd.DataFrame, baseline: str, metrics: Sequence[Metric],
+                 controls: Optional[Mapping[str, str]] = None) -> pd.DataFrame:
+    """One row per task, metric and pair (``COLUMNS``); differences are method - reference.
 
-    Only the (fold, case) pairs both arms have enter, so a fold that one arm has not finished is left out of both
-    analyses; ``folds`` lists the folds compared.
+    Pairs: every method against ``baseline``, then every method in ``controls`` against its control, where the
+    task has both. Only the (fold, case) pairs both arms have enter, so a fold that one arm has not finished is
+    left out of both analyses; ``folds`` lists the folds compared.
     """
     rows = []
     for (dataset, configuration), group in frame.groupby(["dataset", "configuration"], sort=False):
         for metric in metrics:
             per_case = per_case_means(group, metric.name)
             methods = list(dict.fromkeys(per_case.index.get_level_values("method")))
-            if baseline not in methods:
-                continue
-            reference = per_case.loc[baseline]
-            for method in methods:
-                if method != baseline:
-                    rows.append([dataset, configuration, method, metric.name,
-                                 *_both_levels(reference, per_case.loc[method])])
+            pairs = [(method, baseline) for method in methods if baseline in methods and method != baseline]
+            pairs += [(arm, control) for arm, control in (controls or {}).items()
+                      if arm in methods and control in methods]
+            rows += [[dataset, configuration, method, reference, metric.name,
+                      *_both_levels(per_case.loc[reference], per_case.loc[method])] for method, reference in pairs]
     table = pd.DataFrame(rows, columns=[c for c in COLUMNS if not c.endswith("_holm")])
     table.insert(COLUMNS.index("wilcoxon_p_holm"), "wilcoxon_p_holm", holm(table["wilcoxon_p"]))
     table.insert(COLUMNS.index("sign_flip_p_holm"), "sign_flip_p_holm", holm(table["sign_flip_p"]))

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from nnunetv2_imnet.benchmark.collect import Collected, cost_per_job
-from nnunetv2_imnet.benchmark.comparisons import compare_with_baseline, per_case_means
+from nnunetv2_imnet.benchmark.comparisons import compare_arms, per_case_means
 from nnunetv2_imnet.benchmark.convergence import (FRACTIONS, final_values, iterations_per_epoch, late_gain,
                                                   steps_to_target)
 from nnunetv2_imnet.benchmark.metrics import METRICS
@@ -30,7 +30,8 @@ WHICH_TO_TRUST = (
     "ignores training variance, not because it knows more.")
 
 FOLD_LEVEL = (
-    "Difference = mean over the folds both arms finished of (method - `{baseline}`) on the fold's mean over cases "
+    "Difference = mean over the folds both arms finished of (method - the arm it is compared against) on the "
+    "fold's mean over cases "
     "(mean over classes per case). 95% CI: hierarchical bootstrap (10,000 resamples, percentile): draw folds with "
     "replacement, then each drawn fold's cases with replacement. p: exact two-sided sign-flip test on the "
     "fold-level differences (all 2^n sign patterns). With n folds the smallest possible p is 2/2^n: 0.0625 with 5 "
@@ -38,8 +39,14 @@ FOLD_LEVEL = (
     "gives p = 1 and a CI of case noise only. With few folds the bootstrap cannot reach beyond the observed fold "
     "differences, so its CI is too narrow: read it together with the sign-flip p.")
 CASE_LEVEL = (
-    "Per case, method minus `{baseline}` on the mean over classes, over the cases of the folds both arms finished; "
+    "Per case, method minus the arm it is compared against on the mean over classes, over the cases of the folds "
+    "both arms finished; "
     "bootstrap 95% CI of the mean difference (BCa, 10,000 resamples) and two-sided Wilcoxon signed-rank p.")
+CONTROL = (
+    "Each regularised IMNet arm is compared against the baseline and, where it runs beside it, against its weight-0 "
+    "control (`{controls}`): the same code, whose critic trains and whose MI is estimated, with no MI gradient "
+    "reaching the network. Against the baseline, an arm's difference is everything the IMNet code path changes; "
+    "against the control, it is the MI gradient alone, which is what IM-Net claims helps.")
 
 
 def write_report(spec: BenchmarkSpec, collected: Collected, out_dir: Path, command: str,
@@ -49,6 +56,7 @@ def write_report(spec: BenchmarkSpec, collected: Collected, out_dir: Path, comma
     cases = collected.cases
     cases.to_csv(out_dir / "results.csv", index=False)
     baseline = spec.baseline.label
+    controls = spec.controls()
     validation = cases[cases["evaluation"] == "validation"]
     lines: List[str] = ["# Benchmark results", ""]
     if collected.missing:
@@ -69,15 +77,15 @@ def write_report(spec: BenchmarkSpec, collected: Collected, out_dir: Path, comma
             lines += ["The methods cover different folds (see Runs), so these means are over different cases; the "
                       "ranking and the paired comparisons below use only the cases both methods have.", ""]
     lines += ["## Runs", "", *_runs_table(validation, collected), ""]
-    lines += ["## Paired differences against the baseline", "", WHICH_TO_TRUST, "",
-              *_comparison_sections(validation, baseline)]
+    lines += ["## Paired differences against the baseline and the control", "", WHICH_TO_TRUST, "",
+              *_comparison_sections(validation, baseline, controls)]
     lines += ["## Per fold (mean over each fold's validation cases)", "",
               "One trained model per arm and fold; the fold-level comparison pairs these numbers.", "",
               *_per_fold(validation), ""]
     test = cases[cases["evaluation"] == "test"]
     if not test.empty:
         lines += ["## Labelled test split (every fold's model, TTA)", "", *_summary_table(test), "",
-                  *_comparison_sections(test, baseline)]
+                  *_comparison_sections(test, baseline, controls)]
     lines += ["## Training cost (measured in the same runs)", "", *_cost_table(collected.training, baseline), ""]
     lines += ["## Convergence", "", *_convergence(collected.training, baseline, spec.budget), ""]
     noise = cases[~cases["evaluation"].isin(["validation", "test"])]
@@ -160,28 +168,31 @@ def _leaderboard(frame: pd.DataFrame, ranks: pd.DataFrame, task: str) -> List[st
     return _markdown(header, rows)
 
 
-def _comparison_sections(frame: pd.DataFrame, baseline: str) -> List[str]:
+def _comparison_sections(frame: pd.DataFrame, baseline: str, controls: Dict[str, str]) -> List[str]:
     """The fold-level and the case-level comparison of one evaluation split, each Holm-adjusted over its table."""
-    table = compare_with_baseline(frame, baseline, list(METRICS.values()))
+    table = compare_arms(frame, baseline, list(METRICS.values()), controls)
     if table.empty:
         return [f"(no method to compare with the baseline `{baseline}` yet: both need a finished fold)", ""]
+    compared = table[table["reference"] != baseline]
+    pairs = ", ".join(dict.fromkeys(f"{r.method}` vs `{r.reference}" for r in compared.itertuples()))
     family = (f"Holm's adjustment over the {len(table)} comparison(s) of this table (every candidate arm vs "
-              f"`{baseline}` x metric x task); raw and adjusted p are both shown.")
-    fold_rows = [[f"{r.dataset}/{r.configuration}", f"`{r.method}`", _title(r.metric), _folds(r.folds),
+              f"`{baseline}`{' and every arm vs its control' if len(compared) else ''}, for each metric and task); "
+              f"raw and adjusted p are both shown.")
+    fold_rows = [[f"{r.dataset}/{r.configuration}", f"`{r.method}`", f"`{r.reference}`", _title(r.metric),
+                  _folds(r.folds),
                   f"{r.fold_difference:+.4f}", _interval(r.fold_ci_low, r.fold_ci_high), _p(r.sign_flip_p),
                   _p(r.sign_flip_p_holm), _p(r.smallest_p)] for r in table.itertuples()]
-    case_rows = [[f"{r.dataset}/{r.configuration}", f"`{r.method}`", _title(r.metric), str(r.cases),
-                  f"{r.baseline_mean:.4f}", f"{r.method_mean:.4f}", f"{r.case_difference:+.4f}",
+    case_rows = [[f"{r.dataset}/{r.configuration}", f"`{r.method}`", f"`{r.reference}`", _title(r.metric),
+                  str(r.cases), f"{r.reference_mean:.4f}", f"{r.method_mean:.4f}", f"{r.case_difference:+.4f}",
                   _interval(r.case_ci_low, r.case_ci_high), _p(r.wilcoxon_p), _p(r.wilcoxon_p_holm)]
                  for r in table.itertuples()]
-    return ["### Fold level (unit: one trained model per arm and fold)", "",
-            FOLD_LEVEL.format(baseline=baseline) + " " + family, "",
-            *_markdown(["task", "method", "metric", "folds", "difference", "95% CI", "sign-flip p", "Holm p",
-                        "smallest possible p"], fold_rows), "",
-            "### Case level (unit: case; each arm's trained models taken as fixed)", "",
-            CASE_LEVEL.format(baseline=baseline) + " " + family, "",
-            *_markdown(["task", "method", "metric", "n", "baseline", "method mean", "difference", "95% CI",
-                        "Wilcoxon p", "Holm p"], case_rows), ""]
+    return ([CONTROL.format(controls=pairs), ""] if len(compared) else []) + [
+        "### Fold level (unit: one trained model per arm and fold)", "", FOLD_LEVEL + " " + family, "",
+        *_markdown(["task", "method", "against", "metric", "folds", "difference", "95% CI", "sign-flip p", "Holm p",
+                    "smallest possible p"], fold_rows), "",
+        "### Case level (unit: case; each arm's trained models taken as fixed)", "", CASE_LEVEL + " " + family, "",
+        *_markdown(["task", "method", "against", "metric", "n", "reference mean", "method mean", "difference",
+                    "95% CI", "Wilcoxon p", "Holm p"], case_rows), ""]
 
 
 def _interval(low: float, high: float) -> str:

@@ -165,6 +165,13 @@ class BenchmarkSpec:
     def baseline(self) -> Method:
         return Method(BASELINE_TRAINER, self.plans[0])
 
+    def controls(self) -> Dict[str, str]:
+        """Label of each regularised IMNet arm -> label of its weight-0 control arm on the same plans, where the
+        spec runs both (e.g. ``nnUNetTrainerIMNet`` -> ``nnUNetTrainerIMNet_lambda0``)."""
+        from nnunetv2_imnet.training.catalogue import weight_zero_controls  # torch and nnU-Net: only here
+        pairs = weight_zero_controls(self.trainers)
+        return {Method(arm, p).label: Method(control, p).label for p in self.plans for arm, control in pairs.items()}
+
     def eval_conditions(self) -> List[Tuple[str, Optional[Tuple[str, float]]]]:
         """``(name, (kind, snr))`` per robustness condition; the clean one has no noise."""
         return [("clean", None)] + [(condition_name(k, s), (k, s)) for k, s in self.eval_noise]
