@@ -149,9 +149,9 @@ def test_cost_ratios_from_the_median_and_the_fastest_epoch(tmp_path) -> None:
         finish_run(spec, job, dice=[0.8, 0.8], curve=SLOW, seconds=seconds[job.method.trainer])
     cost = _section(_report(spec, tmp_path)[0], "Training cost (measured in the same runs)")
     assert _row(cost, "Dataset004_Hippocampus/3d_fullres", f"`{BASE}`").endswith(
-        "| 1 | 3.000 | 1.000 | 1.000 | 1.000 | 100 | 1.000 |")
+        "| 1 | 3.000 | 1.000 | 0: 1.00 | 1.000 | 1.000 | 100 | 1.000 |")
     assert _row(cost, "Dataset004_Hippocampus/3d_fullres", f"`{IMNET}`").endswith(
-        "| 1 | 1.100 | 0.367 | 1.050 | 1.050 | 100 | 1.000 |")
+        "| 1 | 1.100 | 0.367 | 0: 0.37 | 1.050 | 1.050 | 100 | 1.000 |")
     assert "the fastest epoch is then the better estimate" in cost
 
 
