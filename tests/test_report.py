@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from fake_runs import finish_run
 from nnunetv2_imnet import cli
@@ -97,7 +98,8 @@ def test_the_mi_arm_is_compared_against_its_weight_zero_control_in_one_holm_fami
         finish_run(spec, job, dice=baseline[job.fold] + shifts[job.method.trainer], curve=SLOW)
     text = _section(_report(spec, tmp_path)[0], "Paired differences against the baseline and the control")
     task = "Dataset004_Hippocampus/3d_fullres"
-    # 6 comparisons (IMNet and control vs base, IMNet vs control; Dice and NSD); three sign-flip p of 0.0625 -> 6, 5, 4 x 0.0625, made monotone: 0.375
+    # 6 comparisons (IMNet and control vs base, IMNet vs control; Dice and NSD); three sign-flip p of 0.0625:
+    # Holm's 6, 5 and 4 x 0.0625, made monotone, give 0.375 for each
     assert "Holm's adjustment over the 6 comparison(s)" in text and "every arm vs its control" in text
     assert f"(`{IMNET}` vs `{CONTROL}`)" in text
     assert _row(text, task, f"`{IMNET}`", f"`{CONTROL}`", "Dice ↑", "0, 1, 2, 3, 4").endswith(
@@ -149,10 +151,23 @@ def test_cost_ratios_from_the_median_and_the_fastest_epoch(tmp_path) -> None:
         finish_run(spec, job, dice=[0.8, 0.8], curve=SLOW, seconds=seconds[job.method.trainer])
     cost = _section(_report(spec, tmp_path)[0], "Training cost (measured in the same runs)")
     assert _row(cost, "Dataset004_Hippocampus/3d_fullres", f"`{BASE}`").endswith(
-        "| 1 | 3.000 | 1.000 | 0: 1.00 | 1.000 | 1.000 | 100 | 1.000 |")
+        "| 1 | 13 | 3.000 | 1.000 | 0: 1.00 | 1.000 | 1.000 | 100 | 1.000 |")  # training: (9+3+1+3) x 50 s
     assert _row(cost, "Dataset004_Hippocampus/3d_fullres", f"`{IMNET}`").endswith(
-        "| 1 | 1.100 | 0.367 | 0: 0.37 | 1.050 | 1.050 | 100 | 1.000 |")
+        "| 1 | 10 | 1.100 | 0.367 | 0: 0.37 | 1.050 | 1.050 | 100 | 1.000 |")
     assert "the fastest epoch is then the better estimate" in cost
+
+
+def test_training_time_sums_the_epochs_and_is_na_without_timestamps(tmp_path) -> None:
+    spec = _spec(tmp_path, trainers=[BASE, IMNET], folds=[0, 1])
+    for job in spec.jobs(NAMES):
+        finish_run(spec, job, dice=[0.8, 0.8], curve=SLOW, seconds=[1.2 * (1 + job.fold)] * 4)  # 4 min, 8 min
+    checkpoint = spec.fold_dir(spec.jobs(NAMES)[-1]) / "checkpoint_final.pth"  # IMNet fold 1: an older nnU-Net
+    saved = torch.load(checkpoint, weights_only=False)
+    del saved["logging"]["epoch_start_timestamps"]
+    torch.save(saved, checkpoint)
+    cost = _section(_report(spec, tmp_path)[0], "Training cost (measured in the same runs)")
+    assert _row(cost, "Dataset004_Hippocampus/3d_fullres", f"`{BASE}`", "2", "6 (4–8)")
+    assert _row(cost, "Dataset004_Hippocampus/3d_fullres", f"`{IMNET}`", "2", "n/a")
 
 
 def test_convergence_table_shows_the_gain_in_the_last_quarter(tmp_path) -> None:

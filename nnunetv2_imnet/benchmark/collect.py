@@ -104,13 +104,20 @@ def training_curves(checkpoint: Path) -> List[dict]:
     logging = torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True)["logging"]
     epochs = len(logging["mean_fg_dice"])
     return [{"epoch": e, **{k: float(logging[k][e]) if k in logging and e < len(logging[k]) else math.nan
-                            for k in CURVE_KEYS}} for e in range(epochs)]
+                            for k in CURVE_KEYS}, "epoch_seconds": _epoch_seconds(logging, e)} for e in range(epochs)]
+
+
+def _epoch_seconds(logging: dict, epoch: int) -> float:
+    """An epoch's wall time from nnU-Net's own timestamps, which the checkpoint keeps across resumed attempts (the
+    runner's stage timings cover only the last attempt)."""
+    starts, ends = logging.get("epoch_start_timestamps", []), logging.get("epoch_end_timestamps", [])
+    return float(ends[epoch] - starts[epoch]) if epoch < min(len(starts), len(ends)) else math.nan
 
 
 def cost_per_job(training: pd.DataFrame) -> pd.DataFrame:
-    """Median and fastest epoch's train seconds per iteration (first epoch excluded: start-up) and peak memory, per
-    job. The fastest epoch estimates the cost without load: other work on the machine slows some epochs, never
-    speeds one up."""
+    """Per job: the wall time of all epochs, the median and fastest epoch's train seconds per iteration (first
+    epoch excluded: start-up) and peak memory. The fastest epoch estimates the cost without load: other work on the
+    machine slows some epochs, never speeds one up."""
     if training.empty:
         return pd.DataFrame()
     keys = ["dataset", "configuration", "plans", "trainer", "method", "fold"]
@@ -118,7 +125,9 @@ def cost_per_job(training: pd.DataFrame) -> pd.DataFrame:
     def summarise(group: pd.DataFrame) -> pd.Series:
         steady = group[group["epoch"] > 0] if len(group) > 1 else group
         seconds = steady["train_seconds_per_iteration"]
-        return pd.Series({"seconds_per_iteration": float(np.nanmedian(seconds)),
+        epochs = group["epoch_seconds"]
+        return pd.Series({"training_minutes": float(epochs.sum()) / 60 if epochs.notna().all() else math.nan,
+                          "seconds_per_iteration": float(np.nanmedian(seconds)),
                           "fastest_seconds_per_iteration": float(np.nanmin(seconds)),
                           "peak_memory_mb": float(np.nanmax(group["peak_memory_mb"]))})
 

@@ -234,7 +234,7 @@ def _cost_table(training: pd.DataFrame, baseline: str) -> List[str]:
     keys = ["dataset", "configuration", "fold"]
     reference = cost[cost["method"] == baseline].set_index(keys)
     columns = ["seconds_per_iteration", "fastest_seconds_per_iteration", "peak_memory_mb"]
-    header = ["task", "method", "folds", "s / iteration", "ratio to baseline", "ratio per fold",
+    header = ["task", "method", "folds", "training (min)", "s / iteration", "ratio to baseline", "ratio per fold",
               "fastest epoch: s / iteration", "ratio to baseline", "peak memory (MB)", "ratio to baseline"]
     rows = []
     for (dataset, configuration, method), group in cost.groupby(["dataset", "configuration", "method"], sort=False):
@@ -243,19 +243,30 @@ def _cost_table(training: pd.DataFrame, baseline: str) -> List[str]:
         ratios = (indexed.loc[common, columns] / reference.loc[common, columns]).sort_index()
         mean_ratio = {column: f"{ratios[column].mean():.3f}" if len(common) else "" for column in columns}
         rows.append([f"{dataset}/{configuration}", f"`{method}`", str(len(group)),
-                     f"{group['seconds_per_iteration'].mean():.3f}", mean_ratio["seconds_per_iteration"],
+                     _minutes(group["training_minutes"]), f"{group['seconds_per_iteration'].mean():.3f}",
+                     mean_ratio["seconds_per_iteration"],
                      ", ".join(f"{fold}: {r:.2f}" for (*_, fold), r in ratios["seconds_per_iteration"].items()),
                      f"{group['fastest_seconds_per_iteration'].mean():.3f}",
                      mean_ratio["fastest_seconds_per_iteration"], f"{group['peak_memory_mb'].mean():.0f}",
                      mean_ratio["peak_memory_mb"]])
-    note = ["", "Seconds per iteration: median over epochs (first epoch excluded) of the train-step wall time, "
-                "data loading included, and the fastest such epoch; peak memory: CUDA max allocated on GPU, process "
-                "peak RSS on CPU. Ratios are per fold against the baseline's same fold (listed for the median), then "
-                "averaged. Other work on the machine slows epochs and never speeds one up, so a fold whose ratio is "
-                "far from the others', or a median and a fastest epoch that disagree, mean that the runs were "
-                "loaded unequally: the fastest epoch is then the better estimate, and `benchmarks/overhead.py` (both "
-                "trainers alternated step by step on the same batches) the measure to trust."]
+    note = ["", "Training: the wall time of all epochs per model (nnU-Net's epoch timestamps: every attempt of a "
+                "resumed run, and any time the run was paused or shared the machine, included; start-up and the "
+                "final validation not), mean and range over folds. Seconds per iteration: median over epochs (first "
+                "epoch excluded) of the train-step wall time, data loading included, and the fastest such epoch; "
+                "peak memory: CUDA max allocated on GPU, process peak RSS on CPU. Ratios are per fold against the "
+                "baseline's same fold (listed for the median), then averaged. Other work on the machine slows epochs "
+                "and never speeds one up, so a fold whose ratio is far from the others', or a median and a fastest "
+                "epoch that disagree, mean that the runs were loaded unequally: the fastest epoch is then the better "
+                "estimate, and `benchmarks/overhead.py` (both trainers alternated step by step on the same batches) "
+                "the measure to trust."]
     return _markdown(header, rows) + note
+
+
+def _minutes(values: pd.Series) -> str:
+    """Mean and range of per-fold minutes; "n/a" where a run has no epoch timestamps."""
+    if values.isna().any():
+        return "n/a"
+    return f"{values.mean():.0f}" + (f" ({values.min():.0f}–{values.max():.0f})" if len(values) > 1 else "")
 
 
 def _convergence(training: pd.DataFrame, baseline: str, budget: str) -> List[str]:
