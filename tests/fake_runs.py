@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 import numpy as np
 import SimpleITK as sitk
@@ -32,23 +32,19 @@ def _write(array: np.ndarray, path: Path) -> str:
 
 def finish_run(spec: BenchmarkSpec, job: Job, dice: Sequence[float], curve: Sequence[float],
                false_positives: Optional[Sequence[int]] = None, mi: Optional[Sequence[float]] = None,
-               seconds: Optional[Sequence[float]] = None) -> None:
+               seconds: Optional[Sequence[float]] = None,
+               conditions: Optional[Dict[str, Sequence[float]]] = None) -> None:
     """Write ``job`` as finished: one validation case per ``dice`` value (both classes get it; the predictions are
     the reference, so NSD is 1) and ``curve`` as the per-epoch pseudo Dice (``mi`` as the MI estimate, ``seconds``
-    as the train seconds per iteration, 1 s by default, and each epoch's timestamps 50 iterations apart)."""
+    as the train seconds per iteration, 1 s by default, and each epoch's timestamps 50 iterations apart);
+    ``conditions``: evaluation name (e.g. "rician_snr5") -> the Dice of the same cases predicted under it."""
     fold_dir = spec.fold_dir(job)
     fold_dir.mkdir(parents=True, exist_ok=True)
     (fold_dir.parent / "dataset.json").write_text(json.dumps({"labels": LABELS, "file_ending": ".nii.gz"}))
     (fold_dir.parent / "plans.json").write_text("{}")
-    false_positives = false_positives if false_positives is not None else [0] * len(dice)
-    entries = []
-    for index, (value, fp) in enumerate(zip(dice, false_positives)):
-        name = f"case_{job.fold}_{index}.nii.gz"
-        reference = _write(_segmentation(), spec.work_path / "gt" / name)
-        prediction = _write(_segmentation(), fold_dir / "validation" / name)
-        metrics = {key: {"Dice": float(value), "FP": int(fp)} for key in ("1", "2")}
-        entries.append({"prediction_file": prediction, "reference_file": reference, "metrics": metrics})
-    (fold_dir / "validation" / "summary.json").write_text(json.dumps({"metric_per_case": entries}))
+    _summary(spec, job, fold_dir / "validation", dice, false_positives or [0] * len(dice))
+    for condition, values in (conditions or {}).items():
+        _summary(spec, job, spec.evaluation_dir(job, condition) / "predictions", values, [0] * len(values))
     ema = [curve[0]]
     for value in curve[1:]:
         ema.append(0.9 * ema[-1] + 0.1 * value)
@@ -60,3 +56,16 @@ def finish_run(spec: BenchmarkSpec, job: Job, dice: Sequence[float], curve: Sequ
     if mi is not None:
         logging["mi_estimate"] = list(mi)
     torch.save({"logging": logging}, fold_dir / "checkpoint_final.pth")
+
+
+def _summary(spec: BenchmarkSpec, job: Job, folder: Path, dice: Sequence[float],
+             false_positives: Sequence[int]) -> None:
+    """nnU-Net's summary.json in ``folder`` with one case per ``dice`` value, and the segmentations it names."""
+    entries = []
+    for index, (value, fp) in enumerate(zip(dice, false_positives)):
+        name = f"case_{job.fold}_{index}.nii.gz"
+        reference = _write(_segmentation(), spec.work_path / "gt" / name)
+        prediction = _write(_segmentation(), folder / name)
+        metrics = {key: {"Dice": float(value), "FP": int(fp)} for key in ("1", "2")}
+        entries.append({"prediction_file": prediction, "reference_file": reference, "metrics": metrics})
+    (folder / "summary.json").write_text(json.dumps({"metric_per_case": entries}))

@@ -170,6 +170,18 @@ def test_training_time_sums_the_epochs_and_is_na_without_timestamps(tmp_path) ->
     assert _row(cost, "Dataset004_Hippocampus/3d_fullres", f"`{IMNET}`", "2", "n/a")
 
 
+def test_noise_table_says_which_folds_each_mean_covers(tmp_path) -> None:
+    spec = _spec(tmp_path, trainers=[BASE, IMNET], folds=[0, 1], eval_noise=[("rician", 5.0)])
+    for job in spec.jobs(NAMES):
+        if job.fold == 0 or job.method.trainer == BASE:
+            finish_run(spec, job, dice=[0.8, 0.9], curve=SLOW,
+                       conditions={"clean": [0.8, 0.9], "rician_snr5": [0.6 + 0.1 * job.fold, 0.8]})
+    noise = _section(_report(spec, tmp_path)[0], "Noise robustness (validation cases corrupted at test time, no TTA)")
+    assert "| task | method | folds | clean | rician_snr5 |" in noise
+    assert _row(noise, "Dataset004_Hippocampus/3d_fullres", f"`{BASE}`", "0, 1", "0.8500", "0.7250")
+    assert _row(noise, "Dataset004_Hippocampus/3d_fullres", f"`{IMNET}`", "0", "0.8500", "0.7000")
+
+
 def test_convergence_table_shows_the_gain_in_the_last_quarter(tmp_path) -> None:
     spec = _spec(tmp_path, trainers=[BASE, IMNET], folds=[0, 1])
     curves = {BASE: [0.1, 0.5, 0.7, 0.8], IMNET: [0.8, 0.8, 0.8, 0.8]}  # quarters of one epoch: +0.1 and 0

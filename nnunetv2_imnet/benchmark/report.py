@@ -101,7 +101,9 @@ def write_report(spec: BenchmarkSpec, collected: Collected, out_dir: Path, comma
     if versions:
         lines += ["Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()), ""]
     if timings:
-        lines += ["Wall time per stage (seconds):", "", "| stage | seconds |", "|---|---:|"]
+        lines += ["Wall time per stage (seconds; of a stage that was interrupted and resumed, the last attempt "
+                  "only: the training cost table has the epochs of all attempts):", "", "| stage | seconds |",
+                  "|---|---:|"]
         lines += [f"| {k} | {v:.0f} |" for k, v in timings.items()] + [""]
     path = out_dir / "results.md"
     path.write_text("\n".join(lines))
@@ -319,10 +321,10 @@ def _steps(value: Optional[float]) -> str:
 
 def _noise_table(noise: pd.DataFrame) -> List[str]:
     conditions = list(dict.fromkeys(noise["evaluation"]))
-    header = ["task", "method"] + conditions
+    header = ["task", "method", "folds"] + conditions
     rows = []
     for (dataset, configuration, method), group in noise.groupby(["dataset", "configuration", "method"], sort=False):
-        rows.append([f"{dataset}/{configuration}", f"`{method}`"]
+        rows.append([f"{dataset}/{configuration}", f"`{method}`", _folds(group["fold"].unique())]
                     + [f"{per_case_means(group[group['evaluation'] == c], 'dice').mean():.4f}" for c in conditions])
     return _markdown(header, rows)
 
