@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nnunetv2_imnet.benchmark.comparisons import compare_arms
+from nnunetv2_imnet.benchmark.comparisons import compare_arms, noise_drops
 from nnunetv2_imnet.benchmark.metrics import METRICS
 from nnunetv2_imnet.benchmark.stats import holm
 
@@ -26,7 +26,7 @@ def _cases(folds_per_method: dict, dataset: str = "Dataset004_Hippocampus") -> p
 
 def test_one_row_per_candidate_and_metric_with_holm_over_the_table() -> None:
     table = compare_arms(_cases({"base": range(5), "better": range(5), "same": range(5)}), "base",
-                                  list(METRICS.values()))
+                                  list(METRICS))
     assert list(zip(table["method"], table["metric"])) == [("better", "dice"), ("same", "dice"), ("better", "nsd"),
                                                            ("same", "nsd")]
     better_dice = table.iloc[0]
@@ -39,7 +39,7 @@ def test_one_row_per_candidate_and_metric_with_holm_over_the_table() -> None:
 
 
 def test_only_folds_both_arms_finished_are_paired() -> None:
-    table = compare_arms(_cases({"base": [0, 1, 2], "better": [1, 2, 3, 4]}), "base", [METRICS["dice"]])
+    table = compare_arms(_cases({"base": [0, 1, 2], "better": [1, 2, 3, 4]}), "base", ["dice"])
     [row] = table.itertuples()
     assert row.folds == (1, 2) and row.cases == 8 and row.smallest_p == 0.5
 
@@ -47,14 +47,14 @@ def test_only_folds_both_arms_finished_are_paired() -> None:
 def test_a_task_without_its_baseline_is_not_compared() -> None:
     frame = pd.concat([_cases({"base": [0], "better": [0]}),
                        _cases({"better": [0]}, dataset="Dataset900_HippocampusRician5")])
-    table = compare_arms(frame, "base", [METRICS["dice"]])
+    table = compare_arms(frame, "base", ["dice"])
     assert list(table["dataset"]) == ["Dataset004_Hippocampus"]
-    assert compare_arms(frame.iloc[:0], "base", [METRICS["dice"]]).empty
+    assert compare_arms(frame.iloc[:0], "base", ["dice"]).empty
 
 
 def test_an_arm_is_also_compared_against_its_control_in_the_same_holm_family() -> None:
     frame = _cases({"base": range(5), "better": range(5), "same": range(5)})
-    table = compare_arms(frame, "base", [METRICS["dice"]], controls={"better": "same", "absent": "same"})
+    table = compare_arms(frame, "base", ["dice"], controls={"better": "same", "absent": "same"})
     assert list(zip(table["method"], table["reference"])) == [("better", "base"), ("same", "base"), ("better", "same")]
     against_control = table.iloc[2]
     assert against_control["fold_difference"] == pytest.approx(0.05)
@@ -64,6 +64,20 @@ def test_an_arm_is_also_compared_against_its_control_in_the_same_holm_family() -
 
 
 def test_a_control_without_a_finished_fold_is_not_compared() -> None:
-    table = compare_arms(_cases({"base": range(2), "better": range(2)}), "base", [METRICS["dice"]],
+    table = compare_arms(_cases({"base": range(2), "better": range(2)}), "base", ["dice"],
                          controls={"better": "same"})
     assert list(table["reference"]) == ["base"]
+
+
+def test_noise_drops_are_each_condition_minus_the_clean_prediction_of_the_same_case() -> None:
+    dice = {"validation": 0.95, "clean": 0.9, "gaussian_snr5": 0.7, "rician_snr5": 0.6}
+    frame = pd.DataFrame([{"dataset": "D", "configuration": "3d_fullres", "method": method, "fold": 0,
+                           "case": case, "class": "Anterior", "evaluation": evaluation,
+                           "dice": value - 0.1 * (case == "b") + 0.05 * (method == "m" and evaluation != "clean")}
+                          for method in ("base", "m") for case in ("a", "b") for evaluation, value in dice.items()])
+    drops = noise_drops(frame).set_index(["method", "case"])
+    assert list(drops.columns[-2:]) == ["gaussian_snr5", "rician_snr5"]  # validation (TTA) and clean are not drops
+    assert drops.loc[("base", "a"), "gaussian_snr5"] == pytest.approx(-0.2)
+    assert drops.loc[("base", "b"), "rician_snr5"] == pytest.approx(-0.3)  # the case's own clean Dice
+    assert drops.loc[("m", "b"), "rician_snr5"] == pytest.approx(-0.25)
+    assert noise_drops(frame[frame["evaluation"] != "clean"]).empty  # nothing to subtract from

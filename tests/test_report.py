@@ -182,6 +182,21 @@ def test_noise_table_says_which_folds_each_mean_covers(tmp_path) -> None:
     assert _row(noise, "Dataset004_Hippocampus/3d_fullres", f"`{IMNET}`", "0", "0.8500", "0.7000")
 
 
+def test_the_dice_lost_to_noise_is_compared_between_arms(tmp_path) -> None:
+    spec = _spec(tmp_path, trainers=[BASE, IMNET], folds=[0, 1, 2, 3, 4], eval_noise=[("rician", 5.0)])
+    rng = np.random.default_rng(0)
+    clean = {fold: rng.uniform(0.7, 0.9, 4) for fold in range(5)}
+    lost = {BASE: 0.1, IMNET: 0.05}  # IMNet loses half as much Dice to noise
+    for job in spec.jobs(NAMES):
+        finish_run(spec, job, dice=clean[job.fold], curve=SLOW,
+                   conditions={"clean": clean[job.fold], "rician_snr5": clean[job.fold] - lost[job.method.trainer]})
+    noise = _section(_report(spec, tmp_path)[0], "Noise robustness (validation cases corrupted at test time, no TTA)")
+    task, metric = "Dataset004_Hippocampus/3d_fullres", "Dice change at rician_snr5 ↑"
+    assert _row(noise, task, f"`{IMNET}`", f"`{BASE}`", metric, "0, 1, 2, 3, 4").endswith(
+        "| +0.0500 | [+0.0500, +0.0500] | 0.0625 | 0.0625 | 0.0625 |")  # one comparison: Holm changes nothing
+    assert _row(noise, task, f"`{IMNET}`", f"`{BASE}`", metric, "20", "-0.1000", "-0.0500", "+0.0500")
+
+
 def test_convergence_table_shows_the_gain_in_the_last_quarter(tmp_path) -> None:
     spec = _spec(tmp_path, trainers=[BASE, IMNET], folds=[0, 1])
     curves = {BASE: [0.1, 0.5, 0.7, 0.8], IMNET: [0.8, 0.8, 0.8, 0.8]}  # quarters of one epoch: +0.1 and 0

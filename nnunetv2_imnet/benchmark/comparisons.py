@@ -1,9 +1,10 @@
 """Every candidate arm against the baseline, and every regularised arm against its weight-0 control, per task and
-metric, with the case and with the fold as the unit.
+metric, with the case and with the fold as the unit; and the Dice each arm loses to test-time noise, for the same
+comparisons.
 
-Holm's adjustment runs over one call, i.e. one evaluation split of the report: every comparison made there
-(candidate x reference x metric x task) is one family, separately for the case-level Wilcoxon and the fold-level
-sign-flip p-values.
+Holm's adjustment runs over one call, i.e. one table of the report: every comparison made there (candidate x
+reference x metric x task) is one family, separately for the case-level Wilcoxon and the fold-level sign-flip
+p-values.
 """
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ from typing import Mapping, Optional, Sequence
 
 import pandas as pd
 
-from nnunetv2_imnet.benchmark.metrics import Metric
 from nnunetv2_imnet.benchmark.stats import fold_comparison, holm, paired_comparison
 
 COLUMNS = ["dataset", "configuration", "method", "reference", "metric", "folds", "cases", "reference_mean",
@@ -24,9 +24,9 @@ def per_case_means(frame: pd.DataFrame, metric: str) -> pd.Series:
     return frame.groupby(["method", "fold", "case"])[metric].mean()
 
 
-def compare_arms(frame: pd.DataFrame, baseline: str, metrics: Sequence[Metric],
+def compare_arms(frame: pd.DataFrame, baseline: str, metrics: Sequence[str],
                  controls: Optional[Mapping[str, str]] = None) -> pd.DataFrame:
-    """One row per task, metric and pair (``COLUMNS``); differences are method - reference.
+    """One row per task, metric (a column of ``frame``) and pair (``COLUMNS``); differences are method - reference.
 
     Pairs: every method against ``baseline``, then every method in ``controls`` against its control, where the
     task has both. Only the (fold, case) pairs both arms have enter, so a fold that one arm has not finished is
@@ -35,17 +35,31 @@ def compare_arms(frame: pd.DataFrame, baseline: str, metrics: Sequence[Metric],
     rows = []
     for (dataset, configuration), group in frame.groupby(["dataset", "configuration"], sort=False):
         for metric in metrics:
-            per_case = per_case_means(group, metric.name)
+            per_case = per_case_means(group, metric)
             methods = list(dict.fromkeys(per_case.index.get_level_values("method")))
             pairs = [(method, baseline) for method in methods if baseline in methods and method != baseline]
             pairs += [(arm, control) for arm, control in (controls or {}).items()
                       if arm in methods and control in methods]
-            rows += [[dataset, configuration, method, reference, metric.name,
+            rows += [[dataset, configuration, method, reference, metric,
                       *_both_levels(per_case.loc[reference], per_case.loc[method])] for method, reference in pairs]
     table = pd.DataFrame(rows, columns=[c for c in COLUMNS if not c.endswith("_holm")])
     table.insert(COLUMNS.index("wilcoxon_p_holm"), "wilcoxon_p_holm", holm(table["wilcoxon_p"]))
     table.insert(COLUMNS.index("sign_flip_p_holm"), "sign_flip_p_holm", holm(table["sign_flip_p"]))
     return table
+
+
+def noise_drops(cases: pd.DataFrame, metric: str = "dice") -> pd.DataFrame:
+    """Per task, method, fold, case and class: ``metric`` under each noise condition minus the same case's clean
+    prediction (both without TTA), one column per condition; negative = lost to noise. Comparing these between arms
+    asks whether one arm loses less, which is what IM-Net claims, apart from how well it segments clean images."""
+    keys = ["dataset", "configuration", "method", "fold", "case", "class"]
+    noisy = cases[~cases["evaluation"].isin(["validation", "test", "clean"])]
+    clean = cases[cases["evaluation"] == "clean"].set_index(keys)[metric]
+    if noisy.empty or clean.empty:
+        return pd.DataFrame(columns=keys)
+    wide = noisy.set_index(keys + ["evaluation"])[metric].unstack("evaluation")
+    drops = wide.sub(clean.reindex(wide.index), axis=0)
+    return drops[list(dict.fromkeys(noisy["evaluation"]))].reset_index()
 
 
 def _both_levels(reference: pd.Series, candidate: pd.Series) -> list:

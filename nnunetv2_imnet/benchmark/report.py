@@ -5,13 +5,13 @@ import json
 import math
 from dataclasses import asdict
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import pandas as pd
 
 from nnunetv2_imnet.benchmark.collect import Collected, cost_per_job
-from nnunetv2_imnet.benchmark.comparisons import compare_arms, per_case_means
+from nnunetv2_imnet.benchmark.comparisons import compare_arms, noise_drops, per_case_means
 from nnunetv2_imnet.benchmark.convergence import (FRACTIONS, final_values, iterations_per_epoch, late_gain,
                                                   steps_to_target)
 from nnunetv2_imnet.benchmark.metrics import METRICS
@@ -42,6 +42,12 @@ CASE_LEVEL = (
     "Per case, method minus the arm it is compared against on the mean over classes, over the cases of the folds "
     "both arms finished; "
     "bootstrap 95% CI of the mean difference (BCa, 10,000 resamples) and two-sided Wilcoxon signed-rank p.")
+NOISE_DROP = (
+    "Per case, the Dice under the condition minus the Dice of the same case's clean prediction (both without TTA): "
+    "what a model loses to noise. Difference = the method's change minus the reference's: positive means the "
+    "method loses less Dice to noise than the arm it is compared against (the robustness IM-Net claims), whatever "
+    "either scores on clean images. Fold and case level as in the paired differences above; the fold level is the "
+    "one to trust.")
 CONTROL = (
     "Each regularised IMNet arm is compared against the baseline and, where it runs beside it, against its weight-0 "
     "control (`{controls}`): the same code, whose critic trains and whose MI is estimated, with no MI gradient "
@@ -93,7 +99,7 @@ def write_report(spec: BenchmarkSpec, collected: Collected, out_dir: Path, comma
         lines += ["## Noise robustness (validation cases corrupted at test time, no TTA)", "",
                   "SNR = mean intensity of the voxels above the 10th percentile / noise sigma. For a dataset trained "
                   "under noise the conditions add noise on top of its already noisy images. Mean foreground Dice:", "",
-                  *_noise_table(noise), ""]
+                  *_noise_table(noise), "", *_noise_comparison(noise, baseline, controls)]
     plots = write_plots(spec, collected, out_dir)
     lines += ["## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots] + [""]
     lines += ["## Provenance", "", "Command:", "", "```", command, "```", "", "Specification:", "", "```json",
@@ -172,29 +178,57 @@ def _leaderboard(frame: pd.DataFrame, ranks: pd.DataFrame, task: str) -> List[st
 
 def _comparison_sections(frame: pd.DataFrame, baseline: str, controls: Dict[str, str]) -> List[str]:
     """The fold-level and the case-level comparison of one evaluation split, each Holm-adjusted over its table."""
-    table = compare_arms(frame, baseline, list(METRICS.values()), controls)
+    table = compare_arms(frame, baseline, list(METRICS), controls)
     if table.empty:
         return [f"(no method to compare with the baseline `{baseline}` yet: both need a finished fold)", ""]
     compared = table[table["reference"] != baseline]
     pairs = ", ".join(dict.fromkeys(f"{r.method}` vs `{r.reference}" for r in compared.itertuples()))
-    family = (f"Holm's adjustment over the {len(table)} comparison(s) of this table (every candidate arm vs "
-              f"`{baseline}`{' and every arm vs its control' if len(compared) else ''}, for each metric and task); "
-              f"raw and adjusted p are both shown.")
-    fold_rows = [[f"{r.dataset}/{r.configuration}", f"`{r.method}`", f"`{r.reference}`", _title(r.metric),
-                  _folds(r.folds),
-                  f"{r.fold_difference:+.4f}", _interval(r.fold_ci_low, r.fold_ci_high), _p(r.sign_flip_p),
-                  _p(r.sign_flip_p_holm), _p(r.smallest_p)] for r in table.itertuples()]
-    case_rows = [[f"{r.dataset}/{r.configuration}", f"`{r.method}`", f"`{r.reference}`", _title(r.metric),
-                  str(r.cases), f"{r.reference_mean:.4f}", f"{r.method_mean:.4f}", f"{r.case_difference:+.4f}",
-                  _interval(r.case_ci_low, r.case_ci_high), _p(r.wilcoxon_p), _p(r.wilcoxon_p_holm)]
-                 for r in table.itertuples()]
+    family = _family(table, baseline, "metric")
     return ([CONTROL.format(controls=pairs), ""] if len(compared) else []) + [
         "### Fold level (unit: one trained model per arm and fold)", "", FOLD_LEVEL + " " + family, "",
-        *_markdown(["task", "method", "against", "metric", "folds", "difference", "95% CI", "sign-flip p", "Holm p",
-                    "smallest possible p"], fold_rows), "",
+        *_fold_table(table, _title), "",
         "### Case level (unit: case; each arm's trained models taken as fixed)", "", CASE_LEVEL + " " + family, "",
-        *_markdown(["task", "method", "against", "metric", "n", "reference mean", "method mean", "difference",
-                    "95% CI", "Wilcoxon p", "Holm p"], case_rows), ""]
+        *_case_table(table, _title), ""]
+
+
+def _noise_comparison(noise: pd.DataFrame, baseline: str, controls: Dict[str, str]) -> List[str]:
+    """The Dice each arm loses to every noise condition, paired against the baseline and the control."""
+    conditions = [c for c in dict.fromkeys(noise["evaluation"]) if c != "clean"]
+    table = compare_arms(noise_drops(noise), baseline, conditions, controls)
+    if table.empty:
+        return []
+    return ["### Dice lost to noise, paired against the baseline and the control", "",
+            NOISE_DROP + " " + _family(table, baseline, "condition"), "",
+            "Fold level (unit: one trained model per arm and fold):", "", *_fold_table(table, _drop_title), "",
+            "Case level (unit: case; each arm's trained models taken as fixed):", "",
+            *_case_table(table, _drop_title), ""]
+
+
+def _family(table: pd.DataFrame, baseline: str, what: str) -> str:
+    controls = " and every arm vs its control" if (table["reference"] != baseline).any() else ""
+    return (f"Holm's adjustment over the {len(table)} comparison(s) of this table (every candidate arm vs "
+            f"`{baseline}`{controls}, for each {what} and task); raw and adjusted p are both shown.")
+
+
+def _fold_table(table: pd.DataFrame, title: Callable[[str], str]) -> List[str]:
+    rows = [[f"{r.dataset}/{r.configuration}", f"`{r.method}`", f"`{r.reference}`", title(r.metric), _folds(r.folds),
+             f"{r.fold_difference:+.4f}", _interval(r.fold_ci_low, r.fold_ci_high), _p(r.sign_flip_p),
+             _p(r.sign_flip_p_holm), _p(r.smallest_p)] for r in table.itertuples()]
+    return _markdown(["task", "method", "against", "metric", "folds", "difference", "95% CI", "sign-flip p",
+                      "Holm p", "smallest possible p"], rows)
+
+
+def _case_table(table: pd.DataFrame, title: Callable[[str], str]) -> List[str]:
+    rows = [[f"{r.dataset}/{r.configuration}", f"`{r.method}`", f"`{r.reference}`", title(r.metric), str(r.cases),
+             f"{r.reference_mean:.4f}", f"{r.method_mean:.4f}", f"{r.case_difference:+.4f}",
+             _interval(r.case_ci_low, r.case_ci_high), _p(r.wilcoxon_p), _p(r.wilcoxon_p_holm)]
+            for r in table.itertuples()]
+    return _markdown(["task", "method", "against", "metric", "n", "reference mean", "method mean", "difference",
+                      "95% CI", "Wilcoxon p", "Holm p"], rows)
+
+
+def _drop_title(condition: str) -> str:
+    return f"Dice change at {condition} ↑"
 
 
 def _interval(low: float, high: float) -> str:
