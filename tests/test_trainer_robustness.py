@@ -637,15 +637,21 @@ def _storage(tensor: torch.Tensor) -> Optional[Tuple[int, int]]:
 
 @pytest.mark.parametrize("name", [IMNET, PLAIN])
 def test_full_epochs_retain_no_tensors(name: str) -> None:
-    """A leak that grows RSS over a long run must show here first: after the optimizer's state exists (first
-    epoch), further epochs of nnU-Net's loop (train steps, MI logging, validation, checkpoint and progress.png)
-    leave exactly the same tensors alive. ``benchmarks/memory_soak.py`` measures the process RSS at scale."""
+    """A leak that grows RSS over a long run must show here first: once the optimizer's state exists (first epoch),
+    no further epoch of nnU-Net's loop (train steps, MI logging, validation, checkpoint and progress.png) leaves
+    more tensors or more tensor bytes alive than the epoch before. ``benchmarks/memory_soak.py`` measures the
+    process RSS at scale. Fewer is no leak: something outside the loop (an earlier test's leftovers, torch.compile's
+    background workers) may let go of a tensor at any moment; a full CI run once saw 216 tensors become 215, with
+    the same bytes. A leak of one tensor per epoch still shows in the epochs where nothing is let go."""
     plans, dataset_json, configuration = tiny_plans()
     trainer = make_trainer(name, plans, dataset_json, configuration, before_initialize=short_budget(4, 2))
     trainer.save_every = 1
     batches = synthetic_batches(trainer, 2)
     run_full_epoch(trainer, batches)
-    after_first = live_tensors()
+    alive = [live_tensors()]
     for _ in range(3):
         run_full_epoch(trainer, batches)
-    assert live_tensors() == after_first
+        alive.append(live_tensors())
+    grew = [(after[0] - before[0], after[1] - before[1]) for before, after in zip(alive, alive[1:])]
+    assert all(tensors <= 0 and nbytes <= 0 for tensors, nbytes in grew), \
+        f"(tensors, bytes) alive after each epoch: {alive}"
