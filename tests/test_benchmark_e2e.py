@@ -43,7 +43,7 @@ def test_report_has_the_leaderboard_first_and_every_section(smoke_benchmark):
         assert expected in sections
     assert "| `nnUNetTrainer` |" in text and "| `nnUNetTrainerIMNet` |" in text
     assert "rician_snr5" in text
-    for plot in ("dice_boxplot", "training_curves", "dice_vs_snr"):
+    for plot in ("dice_boxplot", "paired_differences", "training_curves", "dice_vs_snr"):
         assert (results / f"{plot}_Dataset004_Hippocampus_3d_fullres.png").stat().st_size > 5_000
 
 

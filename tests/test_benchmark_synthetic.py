@@ -44,7 +44,8 @@ def test_results_and_report(synthetic_benchmark) -> None:
     assert set(frame["evaluation"]) == {"validation", "clean"}
     assert set(frame["class"]) == {"anterior", "posterior"}
     assert len(frame) == 2 * 2 * 2 * 2  # methods x evaluations x 2 validation cases x classes
-    assert {p.name.split("_Dataset")[0] for p in results.glob("*.png")} == {"dice_boxplot", "training_curves"}
+    assert {p.name.split("_Dataset")[0] for p in results.glob("*.png")} == {"dice_boxplot", "paired_differences",
+                                                                            "training_curves"}
 
 
 def test_report_and_job_commands_on_the_saved_spec(synthetic_benchmark, capsys) -> None:

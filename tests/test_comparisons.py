@@ -33,6 +33,7 @@ def test_one_row_per_candidate_and_metric_with_holm_over_the_table() -> None:
     assert better_dice["fold_difference"] == pytest.approx(0.05)
     assert better_dice["case_difference"] == pytest.approx(0.05)
     assert better_dice["sign_flip_p"] == pytest.approx(0.0625) and better_dice["cases"] == 20
+    np.testing.assert_allclose(better_dice["fold_differences"], [0.05] * 5)  # each fold's own, for the plot
     # family of 4: the one p of 0.0625 is multiplied by 4, the three p = 1 stay 1
     np.testing.assert_allclose(table["sign_flip_p_holm"], [0.25, 1.0, 1.0, 1.0])
     np.testing.assert_allclose(table["wilcoxon_p_holm"], holm(table["wilcoxon_p"]))

@@ -111,6 +111,7 @@ def test_the_mi_arm_is_compared_against_its_weight_zero_control_in_one_holm_fami
     assert f"| {np.mean(list(baseline.values())) + 0.02:.4f} | {np.mean(list(baseline.values())) + 0.05:.4f} | " \
            "+0.0300 |" in case_row
     assert not [line for line in text.splitlines() if line.startswith(f"| {task} | `{CONTROL}` | `{IMNET}`")]
+    assert (tmp_path / "results" / "paired_differences_Dataset004_Hippocampus_3d_fullres.png").stat().st_size > 5_000
 
 
 def test_partial_results_report_what_exists_and_compare_common_folds(tmp_path) -> None:

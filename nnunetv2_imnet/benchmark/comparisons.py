@@ -14,9 +14,10 @@ import pandas as pd
 
 from nnunetv2_imnet.benchmark.stats import fold_comparison, holm, paired_comparison
 
-COLUMNS = ["dataset", "configuration", "method", "reference", "metric", "folds", "cases", "reference_mean",
-           "method_mean", "case_difference", "case_ci_low", "case_ci_high", "wilcoxon_p", "wilcoxon_p_holm",
-           "fold_difference", "fold_ci_low", "fold_ci_high", "sign_flip_p", "sign_flip_p_holm", "smallest_p"]
+COLUMNS = ["dataset", "configuration", "method", "reference", "metric", "folds", "fold_differences", "cases",
+           "reference_mean", "method_mean", "case_difference", "case_ci_low", "case_ci_high", "wilcoxon_p",
+           "wilcoxon_p_holm", "fold_difference", "fold_ci_low", "fold_ci_high", "sign_flip_p", "sign_flip_p_holm",
+           "smallest_p"]
 
 
 def per_case_means(frame: pd.DataFrame, metric: str) -> pd.Series:
@@ -67,6 +68,6 @@ def _both_levels(reference: pd.Series, candidate: pd.Series) -> list:
     common = reference.index.intersection(candidate.index)
     cases = paired_comparison(reference.loc[common].to_numpy(), candidate.loc[common].to_numpy())
     folds = fold_comparison(reference, candidate)
-    return [folds.folds, cases.n, cases.baseline_mean, cases.candidate_mean, cases.mean_difference, cases.ci_low,
-            cases.ci_high, cases.p_value, folds.mean_difference, folds.ci_low, folds.ci_high, folds.p_value,
-            folds.smallest_p]
+    return [folds.folds, folds.fold_differences, cases.n, cases.baseline_mean, cases.candidate_mean,
+            cases.mean_difference, cases.ci_low, cases.ci_high, cases.p_value, folds.mean_difference, folds.ci_low,
+            folds.ci_high, folds.p_value, folds.smallest_p]

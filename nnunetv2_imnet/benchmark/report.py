@@ -83,15 +83,16 @@ def write_report(spec: BenchmarkSpec, collected: Collected, out_dir: Path, comma
             lines += ["The methods cover different folds (see Runs), so these means are over different cases; the "
                       "ranking and the paired comparisons below use only the cases both methods have.", ""]
     lines += ["## Runs", "", *_runs_table(validation, collected), ""]
+    differences = compare_arms(validation, baseline, list(METRICS), controls)
     lines += ["## Paired differences against the baseline and the control", "", WHICH_TO_TRUST, "",
-              *_comparison_sections(validation, baseline, controls)]
+              *_comparison_sections(differences, baseline)]
     lines += ["## Per fold (mean over each fold's validation cases)", "",
               "One trained model per arm and fold; the fold-level comparison pairs these numbers.", "",
               *_per_fold(validation), ""]
     test = cases[cases["evaluation"] == "test"]
     if not test.empty:
         lines += ["## Labelled test split (every fold's model, TTA)", "", *_summary_table(test), "",
-                  *_comparison_sections(test, baseline, controls)]
+                  *_comparison_sections(compare_arms(test, baseline, list(METRICS), controls), baseline)]
     lines += ["## Training cost (measured in the same runs)", "", *_cost_table(collected.training, baseline), ""]
     lines += ["## Convergence", "", *_convergence(collected.training, baseline, spec.budget), ""]
     noise = cases[~cases["evaluation"].isin(["validation", "test"])]
@@ -100,7 +101,7 @@ def write_report(spec: BenchmarkSpec, collected: Collected, out_dir: Path, comma
                   "SNR = mean intensity of the voxels above the 10th percentile / noise sigma. For a dataset trained "
                   "under noise the conditions add noise on top of its already noisy images. Mean foreground Dice:", "",
                   *_noise_table(noise), "", *_noise_comparison(noise, baseline, controls)]
-    plots = write_plots(spec, collected, out_dir)
+    plots = write_plots(spec, collected, differences, out_dir)
     lines += ["## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots] + [""]
     lines += ["## Provenance", "", "Command:", "", "```", command, "```", "", "Specification:", "", "```json",
               json.dumps(_spec_dict(spec), indent=1), "```", ""]
@@ -176,9 +177,8 @@ def _leaderboard(frame: pd.DataFrame, ranks: pd.DataFrame, task: str) -> List[st
     return _markdown(header, rows)
 
 
-def _comparison_sections(frame: pd.DataFrame, baseline: str, controls: Dict[str, str]) -> List[str]:
-    """The fold-level and the case-level comparison of one evaluation split, each Holm-adjusted over its table."""
-    table = compare_arms(frame, baseline, list(METRICS), controls)
+def _comparison_sections(table: pd.DataFrame, baseline: str) -> List[str]:
+    """The fold-level and the case-level comparison of one evaluation split (``compare_arms``'s table)."""
     if table.empty:
         return [f"(no method to compare with the baseline `{baseline}` yet: both need a finished fold)", ""]
     compared = table[table["reference"] != baseline]

@@ -1,4 +1,5 @@
-"""The report's PNG figures: Dice per class, pseudo Dice and MI estimate against training steps, Dice under noise.
+"""The report's PNG figures: Dice per class, the paired fold-level differences, pseudo Dice and MI estimate against
+training steps, Dice under noise.
 
 One unit per axis; every line of a fold-level curve is labelled with its fold.
 """
@@ -21,19 +22,24 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from nnunetv2_imnet.benchmark.collect import Collected  # noqa: E402
 from nnunetv2_imnet.benchmark.convergence import (CURVE, FRACTIONS, baseline_final, iterations_per_epoch,  # noqa: E402
                                                   with_steps)
+from nnunetv2_imnet.benchmark.metrics import METRICS  # noqa: E402
 from nnunetv2_imnet.benchmark.spec import BenchmarkSpec  # noqa: E402
 
 #: one marker per nnU-Net fold, the same in every figure
 FOLD_MARKERS = ("o", "s", "D", "^", "v")
 
 
-def write_plots(spec: BenchmarkSpec, collected: Collected, out_dir: Path) -> List[Path]:
-    """Write every figure into ``out_dir``; return their paths in report order."""
+def write_plots(spec: BenchmarkSpec, collected: Collected, differences: pd.DataFrame, out_dir: Path) -> List[Path]:
+    """Write every figure into ``out_dir``; return their paths in report order. ``differences``: the validation
+    split's paired comparisons (``comparisons.compare_arms``)."""
     written = []
     cases = collected.cases
     for (dataset, configuration), frame in cases[cases["evaluation"] == "validation"].groupby(
             ["dataset", "configuration"], sort=False):
         written.append(_dice_boxplot(frame, out_dir / f"dice_boxplot_{dataset}_{configuration}.png"))
+    for (dataset, configuration), table in differences.groupby(["dataset", "configuration"], sort=False) \
+            if not differences.empty else []:
+        written.append(_fold_differences(table, out_dir / f"paired_differences_{dataset}_{configuration}.png"))
     for (dataset, configuration), frame in collected.training.groupby(["dataset", "configuration"], sort=False) \
             if not collected.training.empty else []:
         written.append(_training_curves(frame, spec.baseline.label, iterations_per_epoch(spec.budget),
@@ -57,20 +63,50 @@ def _dice_boxplot(frame: pd.DataFrame, path: Path) -> Path:
         ax.boxplot([rows.loc[rows["method"] == m, "dice"].dropna() for m in methods], showmeans=True)
         for position, method in enumerate(methods, start=1):
             for fold, dice in rows[rows["method"] == method].groupby("fold")["dice"]:
-                ax.plot(position + 0.3, dice.mean(), color="0.3", linestyle="none",
-                        marker=FOLD_MARKERS[int(fold) % len(FOLD_MARKERS)], markersize=5)
+                ax.plot(position + 0.3, dice.mean(), color="0.3", linestyle="none", marker=_marker(fold), markersize=5)
         ax.set_xticks(range(1, len(methods) + 1), methods, rotation=20, ha="right", fontsize=8)
         ax.set(title=f"Dice, {cls}", ylabel="Dice")
     handles = [Line2D([], [], color="C2", linestyle="none", marker="^", label="mean of all cases")]
-    handles += [Line2D([], [], color="0.3", linestyle="none", marker=FOLD_MARKERS[int(f) % len(FOLD_MARKERS)],
-                       label=f"fold {f} mean") for f in sorted(frame["fold"].unique())]
+    handles += _fold_markers(sorted(frame["fold"].unique()), "fold {} mean")
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
     fig.suptitle(f"{frame['dataset'].iloc[0]} / {frame['configuration'].iloc[0]}: validation cases (box: all cases "
                  f"of all folds)")
     fig.tight_layout(rect=(0, 0.05, 1, 1))
-    fig.savefig(path, dpi=100, bbox_inches="tight")  # figure legends may be wider than the axes
-    plt.close(fig)
-    return path
+    return _save(fig, path)
+
+
+def _fold_differences(table: pd.DataFrame, path: Path) -> Path:
+    """Per metric, every comparison's fold-level difference with its 95% CI and each fold's own difference: the
+    figure that says whether an arm helps, with the training variance in view."""
+    metrics = list(dict.fromkeys(table["metric"]))
+    pairs = list(dict.fromkeys(zip(table["method"], table["reference"])))
+    fig, axes = plt.subplots(1, len(metrics), figsize=(6 * len(metrics), 1.2 + 0.7 * len(pairs)), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        rows = table[table["metric"] == metric].set_index(["method", "reference"])
+        for y, pair in enumerate(pairs):
+            if pair not in rows.index:
+                continue
+            row = rows.loc[pair]
+            if not math.isnan(row["fold_ci_low"]):
+                ax.plot([row["fold_ci_low"], row["fold_ci_high"]], [y, y], color="C0", linewidth=2.5)
+            ax.plot(row["fold_difference"], y, color="C0", marker="o", markersize=8)
+            for fold, difference in zip(row["folds"], row["fold_differences"]):
+                ax.plot(difference, y + 0.25, color="0.3", linestyle="none", marker=_marker(fold), markersize=5)
+        ax.axvline(0.0, color="0.3", linewidth=1)
+        ax.set_yticks(range(len(pairs)), [f"{method}\n- {reference}" for method, reference in pairs], fontsize=8)
+        ax.set_ylim(len(pairs) - 0.5, -0.5)
+        title = METRICS[metric].title
+        ax.set(xlabel=f"difference in the mean {title} per case (method - reference)", title=title)
+        ax.grid(axis="x", alpha=0.3)
+    folds = sorted({int(f) for folds in table["folds"] for f in folds})
+    handles = [Line2D([], [], color="C0", marker="o", linewidth=2.5,
+                      label="mean over folds, 95% CI (folds, then cases, resampled)")]
+    handles += _fold_markers(folds, "fold {}")
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
+    fig.suptitle(f"{table['dataset'].iloc[0]} / {table['configuration'].iloc[0]}: paired differences, fold level "
+                 f"(validation cases, TTA)")
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    return _save(fig, path)
 
 
 def _training_curves(frame: pd.DataFrame, baseline: str, iterations: int, path: Path) -> Path:
@@ -100,9 +136,7 @@ def _training_curves(frame: pd.DataFrame, baseline: str, iterations: int, path: 
     fig.legend(handles=handles, loc="lower center", ncol=columns, fontsize=8, frameon=False)
     fig.suptitle(f"{frame['dataset'].iloc[0]} / {frame['configuration'].iloc[0]}: training curves")
     fig.tight_layout(rect=(0, 0.03 + 0.035 * math.ceil(len(handles) / columns), 1, 1))
-    fig.savefig(path, dpi=100, bbox_inches="tight")  # figure legends may be wider than the axes
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def _fold_lines(ax: Axes, curves: pd.DataFrame, methods: List[str], column: str) -> None:
@@ -114,7 +148,7 @@ def _fold_lines(ax: Axes, curves: pd.DataFrame, methods: List[str], column: str)
         colour = f"C{index}"
         for fold, curve in group.groupby("fold"):
             ax.plot(curve["steps"], curve[column], color=colour, alpha=0.45, linewidth=1,
-                    marker=FOLD_MARKERS[int(fold) % len(FOLD_MARKERS)], markersize=4.5)
+                    marker=_marker(fold), markersize=4.5)
         mean = group.groupby("steps")[column].mean()
         ax.plot(mean.index, mean.to_numpy(), color=colour, linewidth=2.5)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole batches
@@ -128,8 +162,8 @@ def _method_handles(curves: pd.DataFrame, methods: List[str]) -> List[Line2D]:
 
 
 def _fold_handles(curves: pd.DataFrame) -> List[Line2D]:
-    return [Line2D([], [], color="0.4", alpha=0.7, linewidth=1, marker=FOLD_MARKERS[int(f) % len(FOLD_MARKERS)],
-                   markersize=5, label=f"fold {f}") for f in sorted(curves["fold"].unique())]
+    return [Line2D([], [], color="0.4", alpha=0.7, linewidth=1, marker=_marker(f), markersize=5, label=f"fold {f}")
+            for f in sorted(curves["fold"].unique())]
 
 
 def _dice_vs_snr(frame: pd.DataFrame, conditions: Dict[str, Optional[tuple]], path: Path) -> Path:
@@ -157,6 +191,20 @@ def _dice_vs_snr(frame: pd.DataFrame, conditions: Dict[str, Optional[tuple]], pa
         ax.legend(fontsize=8)
     fig.suptitle(f"{frame['dataset'].iloc[0]} / {frame['configuration'].iloc[0]}: validation cases under noise")
     fig.tight_layout()
+    return _save(fig, path)
+
+
+def _marker(fold: int) -> str:
+    return FOLD_MARKERS[int(fold) % len(FOLD_MARKERS)]
+
+
+def _fold_markers(folds: List[int], label: str) -> List[Line2D]:
+    """Legend entries for the fold markers; ``label`` has a ``{}`` for the fold."""
+    return [Line2D([], [], color="0.3", linestyle="none", marker=_marker(f),
+                   label=label.format(f)) for f in folds]
+
+
+def _save(fig: plt.Figure, path: Path) -> Path:
     fig.savefig(path, dpi=100, bbox_inches="tight")  # figure legends may be wider than the axes
     plt.close(fig)
     return path
