@@ -42,7 +42,8 @@ def finish_run(spec: BenchmarkSpec, job: Job, dice: Sequence[float], curve: Sequ
     fold_dir.mkdir(parents=True, exist_ok=True)
     (fold_dir.parent / "dataset.json").write_text(json.dumps({"labels": LABELS, "file_ending": ".nii.gz"}))
     (fold_dir.parent / "plans.json").write_text("{}")
-    _summary(spec, job, fold_dir / "validation", dice, false_positives or [0] * len(dice))
+    _summary(spec, job, fold_dir / "validation", dice,
+             false_positives if false_positives is not None else [0] * len(dice))
     for condition, values in (conditions or {}).items():
         _summary(spec, job, spec.evaluation_dir(job, condition) / "predictions", values, [0] * len(values))
     ema = [curve[0]]

@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 
 from nnunetv2_imnet import cli
+from nnunetv2_imnet.benchmark.spec import BenchmarkSpec
 from nnunetv2_imnet.mi.config import MIConfig
 from nnunetv2_imnet.training import variants
-from nnunetv2_imnet.benchmark.spec import BenchmarkSpec
 from nnunetv2_imnet.training.catalogue import ALL_TRAINERS, BASE_TRAINERS, description, weight_zero_controls
 from nnunetv2_imnet.training.imnet_trainer import nnUNetTrainerIMNet
 from trainer_helpers import make_trainer, nnunet_folders, tiny_plans

@@ -25,8 +25,7 @@ def _cases(folds_per_method: dict, dataset: str = "Dataset004_Hippocampus") -> p
 
 
 def test_one_row_per_candidate_and_metric_with_holm_over_the_table() -> None:
-    table = compare_arms(_cases({"base": range(5), "better": range(5), "same": range(5)}), "base",
-                                  list(METRICS))
+    table = compare_arms(_cases({"base": range(5), "better": range(5), "same": range(5)}), "base", list(METRICS))
     assert list(zip(table["method"], table["metric"])) == [("better", "dice"), ("same", "dice"), ("better", "nsd"),
                                                            ("same", "nsd")]
     better_dice = table.iloc[0]

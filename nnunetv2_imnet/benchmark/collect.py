@@ -125,8 +125,9 @@ def cost_per_job(training: pd.DataFrame) -> pd.DataFrame:
     def summarise(group: pd.DataFrame) -> pd.Series:
         steady = group[group["epoch"] > 0] if len(group) > 1 else group
         seconds = steady["train_seconds_per_iteration"]
-        epochs = group["epoch_seconds"]
-        return pd.Series({"training_minutes": float(epochs.sum()) / 60 if epochs.notna().all() else math.nan,
+        epoch_seconds = group["epoch_seconds"]
+        minutes = float(epoch_seconds.sum()) / 60 if epoch_seconds.notna().all() else math.nan
+        return pd.Series({"training_minutes": minutes,
                           "seconds_per_iteration": float(np.nanmedian(seconds)),
                           "fastest_seconds_per_iteration": float(np.nanmin(seconds)),
                           "peak_memory_mb": float(np.nanmax(group["peak_memory_mb"]))})

@@ -30,18 +30,17 @@ WHICH_TO_TRUST = (
     "ignores training variance, not because it knows more.")
 
 FOLD_LEVEL = (
-    "Difference = mean over the folds both arms finished of (method - the arm it is compared against) on the "
-    "fold's mean over cases "
-    "(mean over classes per case). 95% CI: hierarchical bootstrap (10,000 resamples, percentile): draw folds with "
-    "replacement, then each drawn fold's cases with replacement. p: exact two-sided sign-flip test on the "
-    "fold-level differences (all 2^n sign patterns). With n folds the smallest possible p is 2/2^n: 0.0625 with 5 "
-    "folds, so 5 folds can never give p < 0.05 and a p of 0.0625 is the strongest evidence they can show; 1 fold "
-    "gives p = 1 and a CI of case noise only. With few folds the bootstrap cannot reach beyond the observed fold "
-    "differences, so its CI is too narrow: read it together with the sign-flip p.")
+    "Difference = mean over the folds both arms finished of (method - the arm it is compared against) on the fold's "
+    "mean over cases (mean over classes per case). 95% CI: hierarchical bootstrap (10,000 resamples, percentile): "
+    "draw folds with replacement, then each drawn fold's cases with replacement. p: exact two-sided sign-flip test "
+    "on the fold-level differences (all 2^n sign patterns). With n folds the smallest possible p is 2/2^n: 0.0625 "
+    "with 5 folds, so 5 folds can never give p < 0.05 and a p of 0.0625 is the strongest evidence they can show; 1 "
+    "fold gives p = 1 and a CI of case noise only. With few folds the bootstrap cannot reach beyond the observed "
+    "fold differences, so its CI is too narrow: read it together with the sign-flip p.")
 CASE_LEVEL = (
     "Per case, method minus the arm it is compared against on the mean over classes, over the cases of the folds "
-    "both arms finished; "
-    "bootstrap 95% CI of the mean difference (BCa, 10,000 resamples) and two-sided Wilcoxon signed-rank p.")
+    "both arms finished; bootstrap 95% CI of the mean difference (BCa, 10,000 resamples) and two-sided Wilcoxon "
+    "signed-rank p.")
 NOISE_DROP = (
     "Per case, the Dice under the condition minus the Dice of the same case's clean prediction (both without TTA): "
     "what a model loses to noise. Difference = the method's change minus the reference's: positive means the "
