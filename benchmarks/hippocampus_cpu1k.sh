@@ -5,14 +5,21 @@
 #   3. resenc: nnUNetTrainer, nnUNetTrainerIMNet with nnUNetResEncUNetMPlans; folds 0-1
 # Every phase runs through the resumable benchmark runner: run this script again after an interruption and it
 # continues where it stopped (finished folds and evaluations are skipped, a started fold continues with --c).
-# Usage: benchmarks/hippocampus_cpu1k.sh WORK [RAW]   (RAW defaults to ../shared/data; about 10 h on 2 CPU cores)
+# Each finished job is also archived (--archive: summaries, curves, logs; no models) in ARCHIVE/<phase>, by default
+# in this checkout's benchmarks/results/hippocampus_cpu1k/archive, so that a new machine with an empty WORK
+# restores what finished and continues from there (commit the archive as jobs finish).
+# Usage: benchmarks/hippocampus_cpu1k.sh WORK [RAW [ARCHIVE]]
+#   RAW defaults to ../shared/data. On 2 idle CPU cores a plain nnU-Net model takes about 36 min (training and
+#   the eight evaluations), so the 21 of phases 1-2 take about 13 h; the ResEnc M models of phase 3 are not timed yet
 set -euo pipefail
-work=${1:?usage: hippocampus_cpu1k.sh WORK [RAW]}
-raw=${2:-$(cd "$(dirname "$0")/../.." && pwd)/shared/data}
+work=${1:?usage: hippocampus_cpu1k.sh WORK [RAW [ARCHIVE]]}
+here=$(cd "$(dirname "$0")" && pwd)
+raw=${2:-$(cd "$here/../.." && pwd)/shared/data}
+archive=${3:-$here/results/hippocampus_cpu1k/archive}
 common=(--raw "$raw" -d 4 -c 3d_fullres --budget cpu1k --device cpu)
-nnunetv2-imnet benchmark "${common[@]}" --work "$work/clean" --folds 0 1 2 3 4 \
+nnunetv2-imnet benchmark "${common[@]}" --work "$work/clean" --archive "$archive/clean" --folds 0 1 2 3 4 \
     --trainers nnUNetTrainer nnUNetTrainerIMNet nnUNetTrainerIMNet_lambda0
-nnunetv2-imnet benchmark "${common[@]}" --work "$work/noisy" --folds --train-noise rician:5 --noise-folds 0 1 2 \
-    --trainers nnUNetTrainer nnUNetTrainerIMNet
-nnunetv2-imnet benchmark "${common[@]}" --work "$work/resenc" --folds 0 1 --plans nnUNetResEncUNetMPlans \
-    --trainers nnUNetTrainer nnUNetTrainerIMNet
+nnunetv2-imnet benchmark "${common[@]}" --work "$work/noisy" --archive "$archive/noisy" --folds \
+    --train-noise rician:5 --noise-folds 0 1 2 --trainers nnUNetTrainer nnUNetTrainerIMNet
+nnunetv2-imnet benchmark "${common[@]}" --work "$work/resenc" --archive "$archive/resenc" --folds 0 1 \
+    --plans nnUNetResEncUNetMPlans --trainers nnUNetTrainer nnUNetTrainerIMNet

@@ -66,6 +66,10 @@ def _add_benchmark_arguments(parser: argparse.ArgumentParser) -> None:
                         help="test-time corruptions of the validation cases for the robustness curves")
     parser.add_argument("--nsd-tolerance", type=float, default=1.0, help="NSD tolerance in mm (default 1)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the noise")
+    parser.add_argument("--archive", default=None, metavar="DIR",
+                        help="keep a light copy of every finished job here (summaries, curves, logs; no models or "
+                             "predictions) and restore finished jobs from it instead of retraining them, so that a "
+                             "run continues on a fresh machine")
 
 
 def _spec_from_args(args: argparse.Namespace):
@@ -77,7 +81,8 @@ def _spec_from_args(args: argparse.Namespace):
                          plans=args.plans, folds=args.folds, budget=args.budget,
                          device=args.device or _default_device(), train_noise=list(args.train_noise),
                          noise_folds=args.noise_folds, eval_noise=list(args.eval_noise),
-                         nsd_tolerance_mm=args.nsd_tolerance, seed=args.seed).validate()
+                         nsd_tolerance_mm=args.nsd_tolerance, seed=args.seed,
+                         archive=str(Path(args.archive).resolve()) if args.archive else None).validate()
 
 
 def run_benchmark(spec, command: str, dry_run: bool = False, report_only: bool = False,
@@ -176,6 +181,20 @@ def cmd_report(args: argparse.Namespace) -> None:
     write_results(BenchmarkRunner(BenchmarkSpec.load(Path(args.spec))), f"nnunetv2-imnet report --spec {args.spec}")
 
 
+def cmd_archive(args: argparse.Namespace) -> None:
+    """Copy the light record of every finished job of a saved spec into a folder (see ``--archive``)."""
+    from nnunetv2_imnet.benchmark.archive import archive_job
+    from nnunetv2_imnet.benchmark.runner import BenchmarkRunner
+    from nnunetv2_imnet.benchmark.spec import BenchmarkSpec
+    from nnunetv2_imnet.naming import training_done
+    runner = BenchmarkRunner(BenchmarkSpec.load(Path(args.spec)))
+    spec, target = runner.spec, Path(args.to)
+    jobs = spec.jobs(runner.prepare_raw())
+    finished = [job for job in jobs if training_done(spec.fold_dir(job))]
+    size = sum(path.stat().st_size for job in finished for path in archive_job(spec, job, target))
+    print(f"archived {len(finished)} of {len(jobs)} jobs ({size / 1e6:.1f} MB) in {target}")
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     from nnunetv2_imnet.benchmark.spec import BenchmarkSpec
     from nnunetv2_imnet.benchmark.synthetic import make_synthetic_dataset
@@ -259,6 +278,12 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="collect results of a saved spec into results.md/csv and plots")
     report.add_argument("--spec", required=True)
     report.set_defaults(func=cmd_report)
+
+    archive = sub.add_parser("archive", help="copy the finished jobs of a saved spec into an archive folder (the "
+                                             "light record that --archive keeps)")
+    archive.add_argument("--spec", required=True)
+    archive.add_argument("--to", required=True, metavar="DIR")
+    archive.set_defaults(func=cmd_archive)
 
     noisy = sub.add_parser("make-noisy", help="derive a noisy copy of a raw dataset (new id, same labels)")
     noisy.add_argument("-d", "--dataset", type=int, required=True)

@@ -21,6 +21,8 @@ PLANNERS: Dict[str, str] = {
 }
 #: what nnU-Net writes into a fold folder, newest state first
 CHECKPOINTS = ("checkpoint_final.pth", "checkpoint_latest.pth", "checkpoint_best.pth")
+#: the final checkpoint's training curves (nnU-Net's logging) as JSON: what a benchmark archive keeps of a model
+TRAINING_CURVES = "training_curves.json"
 _DATASET_FOLDER = re.compile(r"^Dataset(\d{3})_(.+)$")
 
 
@@ -108,9 +110,10 @@ def fold_folder(model: Path, fold: int) -> Path:
 
 
 def training_done(fold: Path) -> bool:
-    """nnU-Net wrote the final checkpoint and validated it."""
-    return (fold / "checkpoint_final.pth").is_file() and (fold / "validation" / "summary.json").is_file()
-
+    """nnU-Net wrote the final checkpoint (or, for a job restored from a benchmark archive, its training curves)
+    and validated it."""
+    trained = (fold / "checkpoint_final.pth").is_file() or (fold / TRAINING_CURVES).is_file()
+    return trained and (fold / "validation" / "summary.json").is_file()
 
 
 def latest_training_log(fold: Path) -> Optional[Path]:

@@ -14,7 +14,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from nnunetv2_imnet.benchmark.metrics import METRICS, EvaluatedCase, Metric, evaluated_cases
 from nnunetv2_imnet.benchmark.spec import BenchmarkSpec, Job
-from nnunetv2_imnet.naming import training_done
+from nnunetv2_imnet.naming import TRAINING_CURVES, training_done
 
 Label = Union[int, Tuple[int, ...]]
 #: what identifies a row of results.csv; one column per registered metric follows
@@ -49,7 +49,7 @@ def collect(spec: BenchmarkSpec, jobs: Sequence[Job]) -> Collected:
         for evaluation, summary in summaries:
             if summary.is_file():
                 case_rows += _case_rows(identity, evaluation, summary, labels, file_ending, spec.nsd_tolerance_mm)
-        curve_rows += [{**identity, **row} for row in training_curves(fold_dir / "checkpoint_final.pth")]
+        curve_rows += [{**identity, **row} for row in training_curves(fold_dir)]
     return Collected(pd.DataFrame(case_rows, columns=case_columns()), pd.DataFrame(curve_rows), missing)
 
 
@@ -99,12 +99,35 @@ def _metric_values(metric: Metric, cases: Dict[str, EvaluatedCase], folder: Path
     return values
 
 
-def training_curves(checkpoint: Path) -> List[dict]:
-    """Per-epoch pseudo Dice, MI estimate and cost from the logging that nnU-Net keeps in the checkpoint."""
-    logging = torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True)["logging"]
+def training_curves(fold: Path) -> List[dict]:
+    """Per-epoch pseudo Dice, MI estimate and cost from the logging that nnU-Net keeps in the final checkpoint (or
+    its JSON copy, for a job restored from a benchmark archive)."""
+    logging = training_logging(fold)
     epochs = len(logging["mean_fg_dice"])
     return [{"epoch": e, **{k: float(logging[k][e]) if k in logging and e < len(logging[k]) else math.nan
                             for k in CURVE_KEYS}, "epoch_seconds": _epoch_seconds(logging, e)} for e in range(epochs)]
+
+
+def training_logging(fold: Path) -> dict:
+    """nnU-Net's logging dict (lists per key) of a finished fold."""
+    checkpoint = fold / "checkpoint_final.pth"
+    if checkpoint.is_file():
+        return torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True)["logging"]
+    logging = json.loads((fold / TRAINING_CURVES).read_text())
+    # the archive stored NaN (an epoch without an MI estimate, say) as JSON's null
+    return {key: [math.nan if v is None else v for v in values] if isinstance(values, list) else values
+            for key, values in logging.items()}
+
+
+def cache_costly_metrics(summary: Path, trainer_dir: Path, tolerance_mm: float) -> None:
+    """Compute and cache beside ``summary`` every metric with a cache file (NSD reads the segmentations), so that
+    the report needs only the summary and its caches, not the predictions."""
+    labels = _labels(trainer_dir)
+    file_ending = json.loads((trainer_dir / "dataset.json").read_text())["file_ending"]
+    cases = evaluated_cases(summary, {key: label for key, (label, _) in labels.items()}, tolerance_mm, file_ending)
+    for metric in METRICS.values():
+        if metric.cache_file is not None:
+            _metric_values(metric, cases, summary.parent, tolerance_mm)
 
 
 def _epoch_seconds(logging: dict, epoch: int) -> float:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, TextIO, Tuple
 
 from nnunetv2_imnet.benchmark import commands
+from nnunetv2_imnet.benchmark.archive import archive_job, restore_job
 from nnunetv2_imnet.benchmark.noise import corrupt_cases, derive_noisy_dataset
 from nnunetv2_imnet.benchmark.spec import BenchmarkSpec, Job
 from nnunetv2_imnet.benchmark.training_log import fold_progress
@@ -115,10 +116,16 @@ class BenchmarkRunner:
                 marker.write_text(commands.render(command))
 
     def run_job(self, job: Job, progress: Optional[Progress] = None) -> bool:
-        """Train (or continue), predict the test split if it has labels, evaluate under noise. True if it ran."""
+        """Train (or continue), predict the test split if it has labels, evaluate under noise. True if it ran.
+        With an archive, a job finished there is restored first and a finished job is archived last."""
+        archive = None if self.dry_run or self.spec.archive is None else Path(self.spec.archive)
+        if archive is not None and restore_job(self.spec, job, archive):
+            print(f"# restored {job.label} from the archive {archive}", file=self.out, flush=True)
         ran = self.train(job, progress)
         ran = self.predict_test(job) or ran
         ran = self.evaluate_noise(job) or ran
+        if archive is not None and training_done(self.spec.fold_dir(job)):
+            archive_job(self.spec, job, archive)
         return ran
 
     # ------------------------------------------------------------------ stages
@@ -147,7 +154,7 @@ class BenchmarkRunner:
 
     def predict_test(self, job: Job) -> bool:
         """Datasets with labelled test cases (``imagesTs`` + ``labelsTs``) are predicted with nnU-Net's TTA."""
-        if not self._has_labelled_test_split(job):
+        if not self._has_labelled_test_split(job) or self._without_model(job, "test"):
             return False
         raw = self.raw_folders[job.task.dataset]
         return self._predict_and_evaluate(job, "test", raw / "imagesTs", raw / "labelsTs", tta=True)
@@ -160,12 +167,27 @@ class BenchmarkRunner:
         """Predict the fold's validation cases clean and corrupted at each SNR (no TTA, same for every method)."""
         ran = False
         for condition, noise in self.spec.eval_conditions():
+            if self._without_model(job, condition):
+                continue
             inputs = self.spec.work_path / "noisy_inputs" / job.task.dataset / f"fold_{job.fold}" / condition
-            if not self.dry_run:
+            if not self.dry_run and not self._evaluated(job, condition):
                 self._make_inputs(job, noise, inputs)
             labels = self.raw_folders[job.task.dataset] / "labelsTr"
             ran = self._predict_and_evaluate(job, condition, inputs, labels, tta=False) or ran
         return ran
+
+    def _without_model(self, job: Job, condition: str) -> bool:
+        """True, and says so, if ``condition`` is still to evaluate for a job restored from an archive, which keeps
+        no model to predict with."""
+        model = self.spec.fold_dir(job) / "checkpoint_final.pth"
+        if self.dry_run or self._evaluated(job, condition) or model.is_file():
+            return False
+        print(f"# cannot evaluate {condition} for {job.label}: it was restored from an archive, which keeps no "
+              f"model. Delete {self.spec.fold_dir(job)} to retrain it.", file=self.out, flush=True)
+        return True
+
+    def _evaluated(self, job: Job, condition: str) -> bool:
+        return (self.spec.evaluation_dir(job, condition) / "predictions" / "summary.json").is_file()
 
     def _make_inputs(self, job: Job, noise: Optional[Tuple[str, float]], folder: Path) -> None:
         complete = folder / ".complete"
@@ -193,7 +215,7 @@ class BenchmarkRunner:
         predict = commands.predict(job, inputs, predictions, self.spec.device, tta)
         model = self.spec.model_dir(job)
         evaluate = commands.evaluate(labels, predictions, model / "dataset.json", model / "plans.json")
-        if (predictions / "summary.json").is_file():
+        if self._evaluated(job, condition):
             self._show(predict, done=True)
             self._show(evaluate, done=True)
             return False

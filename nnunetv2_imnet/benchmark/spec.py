@@ -86,6 +86,8 @@ class BenchmarkSpec:
         default_factory=lambda: [(k, s) for k in NOISE_KINDS for s in (20.0, 10.0, 5.0)])
     nsd_tolerance_mm: float = 1.0
     seed: int = 0
+    #: a folder that keeps a light copy of every finished job and restores it into a fresh work folder (archive.py)
+    archive: Optional[str] = None
 
     def validate(self) -> "BenchmarkSpec":
         if self.budget not in BUDGETS:

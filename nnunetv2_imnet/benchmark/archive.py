@@ -1,0 +1,124 @@
+"""A light, durable copy of a benchmark's finished jobs, so that a run continues on a fresh machine without
+retraining them.
+
+Checkpoints and predictions are large and machines do not last: a preemptible node, a cluster's purged scratch
+space, a workstation that is rebuilt. What the report needs of a finished job is small: the summary.json of each
+evaluation with the costly per-case metrics (NSD) cached beside it, the training curves nnU-Net keeps in the
+checkpoint (written out as JSON), the model folder's dataset.json and plans.json, nnU-Net's training log and the
+job's stage timings. ``archive_job`` copies that into a folder with the work folder's layout (one under version
+control, say); ``restore_job`` copies it back into a work folder, where the runner counts the job as finished and
+the report reads it as if it had just run. A restored job has no model: an evaluation added later needs it
+retrained.
+"""
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+from typing import List
+
+import numpy as np
+import torch
+
+from nnunetv2_imnet.benchmark.collect import cache_costly_metrics
+from nnunetv2_imnet.benchmark.metrics import METRICS
+from nnunetv2_imnet.benchmark.spec import BenchmarkSpec, Job
+from nnunetv2_imnet.naming import TRAINING_CURVES, training_done
+
+#: files of nnU-Net's model folder that the report reads
+MODEL_FILES = ("dataset.json", "plans.json", "dataset_fingerprint.json")
+#: the fold folder's own files worth keeping (nnU-Net's training log and the arguments it ran with)
+FOLD_PATTERNS = ("debug.json", "training_log_*.txt", TRAINING_CURVES)
+TIMINGS = "timings.json"
+
+
+def archive_job(spec: BenchmarkSpec, job: Job, archive: Path) -> List[Path]:
+    """Copy the light record of the finished ``job`` into ``archive``; returns the files written there.
+    Idempotent: archiving again adds evaluations that finished since."""
+    fold = spec.fold_dir(job)
+    if not training_done(fold):
+        raise ValueError(f"{job.label} has not finished training ({fold}); only finished jobs are archived.")
+    checkpoint = fold / "checkpoint_final.pth"
+    if checkpoint.is_file():
+        logging = torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True)["logging"]
+        (fold / TRAINING_CURVES).write_text(json.dumps(_plain(logging)))
+    for summary in _summaries(spec, job, spec.work_path):
+        cache_costly_metrics(spec.work_path / summary, spec.model_dir(job), spec.nsd_tolerance_mm)
+    written = []
+    for relative in _light_files(spec, job, spec.work_path):
+        target = archive / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(spec.work_path / relative, target)
+        written.append(target)
+    _merge_timings(job, spec.work_path / TIMINGS, archive / TIMINGS)
+    return written
+
+
+def restore_job(spec: BenchmarkSpec, job: Job, archive: Path) -> bool:
+    """Copy ``job``'s record from ``archive`` into the work folder unless the job has finished there (its own
+    files win). True if the job was restored."""
+    if training_done(spec.fold_dir(job)):
+        return False
+    relative_fold = spec.fold_dir(job).relative_to(spec.work_path)
+    if not training_done(archive / relative_fold):
+        return False
+    for relative in _light_files(spec, job, archive):
+        target = spec.work_path / relative
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(archive / relative, target)
+    _merge_timings(job, archive / TIMINGS, spec.work_path / TIMINGS)
+    return True
+
+
+def _light_files(spec: BenchmarkSpec, job: Job, root: Path) -> List[Path]:
+    """The job's files an archive keeps that exist under ``root`` (a work folder, or an archive with its layout),
+    relative to ``root``."""
+    model = spec.model_dir(job).relative_to(spec.work_path)
+    fold = spec.fold_dir(job).relative_to(spec.work_path)
+    files = [model / name for name in MODEL_FILES]
+    files += [path.relative_to(root) for pattern in FOLD_PATTERNS for path in sorted((root / fold).glob(pattern))]
+    for summary in _summaries(spec, job, root):
+        files += [summary] + [summary.parent / name for name in _cache_files(spec)]
+    return [path for path in files if (root / path).is_file()]
+
+
+def _summaries(spec: BenchmarkSpec, job: Job, root: Path) -> List[Path]:
+    """The job's evaluation summaries (validation, test, every noise condition) that exist under ``root``,
+    relative to it."""
+    folders = [spec.fold_dir(job) / "validation"]
+    folders += [spec.evaluation_dir(job, name) / "predictions"
+                for name in ["test"] + [name for name, _ in spec.eval_conditions()]]
+    paths = [folder.relative_to(spec.work_path) / "summary.json" for folder in folders]
+    return [path for path in paths if (root / path).is_file()]
+
+
+def _cache_files(spec: BenchmarkSpec) -> List[str]:
+    return [m.cache_file.format(tolerance_mm=spec.nsd_tolerance_mm) for m in METRICS.values() if m.cache_file]
+
+
+def _merge_timings(job: Job, source: Path, target: Path) -> None:
+    """Copy the job's stage timings (``train <label>``, ``predict <condition> <label>``, ...) from one timings.json
+    into another; the other jobs' entries of the target stay."""
+    if not source.is_file():
+        return
+    merged = json.loads(target.read_text()) if target.is_file() else {}
+    merged.update({k: v for k, v in json.loads(source.read_text()).items() if k.endswith(f" {job.label}")})
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(merged, indent=1))
+
+
+def _plain(value):
+    """nnU-Net's logging (lists of floats, numpy scalars, tensors) as JSON values; NaN and inf become null."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, torch.Tensor):
+        return _plain(value.tolist())
+    if isinstance(value, (np.generic, np.ndarray)):
+        return _plain(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
