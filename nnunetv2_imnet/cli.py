@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
-import subprocess
 import sys
 import tempfile
 import time
@@ -13,6 +12,7 @@ from typing import Optional, Sequence, Tuple
 
 from nnunetv2_imnet._exttrainer import trainers_folder
 from nnunetv2_imnet.naming import BASELINE_TRAINER, DEFAULT_PLANS, dataset_id, find_dataset_folder
+from nnunetv2_imnet.provenance import versions
 
 
 def _condition(text: str) -> Tuple[str, float]:
@@ -104,40 +104,19 @@ def run_benchmark(spec, command: str, dry_run: bool = False, report_only: bool =
 
 
 def write_results(runner, command: str) -> Path:
+    from nnunetv2_imnet.benchmark.archive import restore_job
     from nnunetv2_imnet.benchmark.collect import collect, read_timings
     from nnunetv2_imnet.benchmark.report import write_report
     spec = runner.spec
     jobs = spec.jobs(runner.prepare_raw())
+    if spec.archive is not None:  # a report from the archive alone, e.g. --report-only on a new work folder
+        for job in jobs:
+            restore_job(spec, job, Path(spec.archive))
     started = time.monotonic()
     collected = collect(spec, jobs)
-    path = write_report(spec, collected, spec.results_dir(), command, read_timings(spec), _versions())
+    path = write_report(spec, collected, spec.results_dir(), command, read_timings(spec), versions())
     print(f"report written in {time.monotonic() - started:.0f} s: {path}")
     return path
-
-
-def _versions() -> dict:
-    from importlib.metadata import version
-    versions = {name: version(name) for name in ("nnunetv2-imnet", "nnunetv2", "torch", "monai")}
-    commit = source_commit()
-    return {**versions, "nnunetv2-imnet commit": commit} if commit else versions
-
-
-def source_commit(root: Path = Path(__file__).resolve().parent.parent) -> Optional[str]:
-    """The git commit of the checkout ``root`` (this package's, by default), '-dirty' if tracked files changed; None
-    when it is no checkout (installed from a wheel) or git is missing. The version alone cannot say which code of a
-    development install made a result."""
-    if not (root / ".git").exists():
-        return None
-    try:
-        commit = _git(root, "rev-parse", "HEAD")
-        dirty = _git(root, "status", "--porcelain", "--untracked-files=no")
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return commit + ("-dirty" if dirty else "")
-
-
-def _git(root: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, check=True).stdout.strip()
 
 
 def cmd_benchmark(args: argparse.Namespace) -> None:

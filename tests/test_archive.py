@@ -46,7 +46,10 @@ def test_the_archive_keeps_summaries_curves_and_cached_nsd_but_no_model_or_predi
     spec, job = finished
     written = archive_job(spec, job, tmp_path / "archive")
     names = {path.name for path in written}
-    assert {"training_curves.json", "summary.json", "nsd_1mm.json", "dataset.json", "plans.json"} <= names
+    assert {"training_curves.json", "summary.json", "nsd_1mm.json", "dataset.json", "plans.json",
+            "provenance.json"} <= names
+    [provenance] = [path for path in written if path.name == "provenance.json"]
+    assert "nnunetv2" in json.loads(provenance.read_text())["archived_by"]
     assert not [path for path in written if path.suffix in (".pth", ".gz")]
     assert len([path for path in written if path.name == "summary.json"]) == 3  # validation, clean, rician_snr5
     assert json.loads((tmp_path / "archive" / "timings.json").read_text()) == {f"train {job.label}": 12.5}
@@ -60,6 +63,8 @@ def test_a_restored_job_is_finished_and_collects_the_same_rows(finished, tmp_pat
     assert restore_job(fresh, job, tmp_path / "archive")
     assert training_done(fresh.fold_dir(job))
     assert not (fresh.fold_dir(job) / "checkpoint_final.pth").exists()
+    provenance = "provenance.json"  # the training run's, not the restoring one's
+    assert (fresh.fold_dir(job) / provenance).read_text() == (spec.fold_dir(job) / provenance).read_text()
     original, restored = collect(spec, [job]), collect(fresh, [job])
     pd.testing.assert_frame_equal(original.cases, restored.cases)
     pd.testing.assert_frame_equal(original.training, restored.training)  # NaN epochs included
@@ -117,4 +122,9 @@ def test_the_smoke_run_restored_into_a_fresh_work_folder_reports_the_same(synthe
     original = pd.read_csv(synthetic_benchmark["work"] / "results" / "results.csv")
     pd.testing.assert_frame_equal(original, pd.read_csv(work / "results" / "results.csv"))
     assert BenchmarkSpec.load(work / "spec.json").archive == str(archive)
+    report_only = tmp_path / "report_only"  # the archive alone makes the report: nothing is preprocessed
+    cli.main([*arguments[:arguments.index("--work") + 1], str(report_only),
+              *arguments[arguments.index("--work") + 2:], "--archive", str(archive), "--report-only"])
+    assert not (report_only / "nnUNet_preprocessed").exists()
+    pd.testing.assert_frame_equal(original, pd.read_csv(report_only / "results" / "results.csv"))
     assert dataclasses.asdict(BenchmarkSpec.load(synthetic_benchmark["work"] / "spec.json"))["archive"] is None

@@ -12,12 +12,12 @@ import pytest
 import torch
 
 from fake_runs import finish_run
-from nnunetv2_imnet import cli
 from nnunetv2_imnet.benchmark import metrics
 from nnunetv2_imnet.benchmark.collect import collect
 from nnunetv2_imnet.benchmark.metrics import Metric
 from nnunetv2_imnet.benchmark.report import write_report
 from nnunetv2_imnet.benchmark.spec import BenchmarkSpec
+from nnunetv2_imnet.provenance import source_commit
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")  # MONAI's own deprecated internal argument
 NAMES = {4: "Dataset004_Hippocampus", 900: "Dataset900_HippocampusRician5"}
@@ -259,7 +259,7 @@ def test_a_spec_on_resenc_plans_compares_against_its_own_baseline(tmp_path) -> N
 
 
 def test_source_commit_names_the_checkout_and_its_uncommitted_changes(tmp_path) -> None:
-    assert cli.source_commit(tmp_path) is None  # no checkout: a wheel install
+    assert source_commit(tmp_path) is None  # no checkout: a wheel install
     git = ["git", "-C", str(tmp_path), "-c", "user.name=test", "-c", "user.email=test@example.org"]
     subprocess.run([*git, "init", "-q"], check=True)
     (tmp_path / "tracked.py").write_text("a = 1\n")
@@ -267,7 +267,7 @@ def test_source_commit_names_the_checkout_and_its_uncommitted_changes(tmp_path) 
     subprocess.run([*git, "commit", "-q", "-m", "one"], check=True)
     head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
     (tmp_path / "untracked.py").write_text("")
-    assert cli.source_commit(tmp_path) == head and len(head) == 40
+    assert source_commit(tmp_path) == head and len(head) == 40
     (tmp_path / "tracked.py").write_text("a = 2\n")
-    assert cli.source_commit(tmp_path) == head + "-dirty"
+    assert source_commit(tmp_path) == head + "-dirty"
 

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
+import time
 from pathlib import Path
 from typing import List
 
@@ -25,11 +27,14 @@ from nnunetv2_imnet.benchmark.collect import cache_costly_metrics
 from nnunetv2_imnet.benchmark.metrics import METRICS
 from nnunetv2_imnet.benchmark.spec import BenchmarkSpec, Job
 from nnunetv2_imnet.naming import TRAINING_CURVES, training_done
+from nnunetv2_imnet.provenance import versions
 
 #: files of nnU-Net's model folder that the report reads
 MODEL_FILES = ("dataset.json", "plans.json", "dataset_fingerprint.json")
 #: the fold folder's own files worth keeping (nnU-Net's training log and the arguments it ran with)
-FOLD_PATTERNS = ("debug.json", "training_log_*.txt", TRAINING_CURVES)
+#: which code and machine archived the job: the versions, commit, time and CPU count of its first archiving
+PROVENANCE = "provenance.json"
+FOLD_PATTERNS = ("debug.json", "training_log_*.txt", TRAINING_CURVES, PROVENANCE)
 TIMINGS = "timings.json"
 
 
@@ -43,6 +48,8 @@ def archive_job(spec: BenchmarkSpec, job: Job, archive: Path) -> List[Path]:
     if checkpoint.is_file():
         logging = torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True)["logging"]
         (fold / TRAINING_CURVES).write_text(json.dumps(_plain(logging)))
+    if not (fold / PROVENANCE).is_file():  # the first archiving: by the runner right after training, same code
+        (fold / PROVENANCE).write_text(json.dumps(_provenance(), indent=1))
     for summary in _summaries(spec, job, spec.work_path):
         cache_costly_metrics(spec.work_path / summary, spec.model_dir(job), spec.nsd_tolerance_mm)
     written = []
@@ -107,6 +114,11 @@ def _merge_timings(job: Job, source: Path, target: Path) -> None:
     merged.update({k: v for k, v in json.loads(source.read_text()).items() if k.endswith(f" {job.label}")})
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(json.dumps(merged, indent=1))
+
+
+def _provenance() -> dict:
+    return {"archived_by": versions(), "archived_at": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+            "cpu_count": os.cpu_count()}
 
 
 def _plain(value):
