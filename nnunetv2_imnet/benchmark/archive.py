@@ -4,8 +4,8 @@ retraining them.
 Checkpoints and predictions are large and machines do not last: a preemptible node, a cluster's purged scratch
 space, a workstation that is rebuilt. What the report needs of a finished job is small: the summary.json of each
 evaluation with the costly per-case metrics (NSD) cached beside it, the training curves nnU-Net keeps in the
-checkpoint (written out as JSON), the model folder's dataset.json and plans.json, nnU-Net's training log and the
-job's stage timings. ``archive_job`` copies that into a folder with the work folder's layout (one under version
+checkpoint (written out as JSON), the model folder's dataset.json and plans.json, nnU-Net's training log, the
+job's stage timings and which code trained it. ``archive_job`` copies that into a folder with the work folder's layout (one under version
 control, say); ``restore_job`` copies it back into a work folder, where the runner counts the job as finished and
 the report reads it as if it had just run. A restored job has no model: an evaluation added later needs it
 retrained.
@@ -31,9 +31,10 @@ from nnunetv2_imnet.provenance import versions
 
 #: files of nnU-Net's model folder that the report reads
 MODEL_FILES = ("dataset.json", "plans.json", "dataset_fingerprint.json")
-#: the fold folder's own files worth keeping (nnU-Net's training log and the arguments it ran with)
 #: which code and machine archived the job: the versions, commit, time and CPU count of its first archiving
 PROVENANCE = "provenance.json"
+#: the fold folder's own files worth keeping: nnU-Net's training logs and the arguments it ran with, the curves and
+#: the provenance
 FOLD_PATTERNS = ("debug.json", "training_log_*.txt", TRAINING_CURVES, PROVENANCE)
 TIMINGS = "timings.json"
 
