@@ -23,7 +23,7 @@ from typing import List
 import numpy as np
 import torch
 
-from nnunetv2_imnet.benchmark.collect import cache_costly_metrics
+from nnunetv2_imnet.benchmark.collect import cache_costly_metrics, training_logging
 from nnunetv2_imnet.benchmark.metrics import METRICS
 from nnunetv2_imnet.benchmark.spec import BenchmarkSpec, Job
 from nnunetv2_imnet.naming import TRAINING_CURVES, training_done
@@ -45,10 +45,8 @@ def archive_job(spec: BenchmarkSpec, job: Job, archive: Path) -> List[Path]:
     fold = spec.fold_dir(job)
     if not training_done(fold):
         raise ValueError(f"{job.label} has not finished training ({fold}); only finished jobs are archived.")
-    checkpoint = fold / "checkpoint_final.pth"
-    if checkpoint.is_file():
-        logging = torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True)["logging"]
-        (fold / TRAINING_CURVES).write_text(json.dumps(_plain(logging)))
+    if not (fold / TRAINING_CURVES).is_file():  # the final checkpoint's logging does not change once written
+        (fold / TRAINING_CURVES).write_text(json.dumps(_plain(training_logging(fold))))
     if not (fold / PROVENANCE).is_file():  # the first archiving: by the runner right after training, same code
         (fold / PROVENANCE).write_text(json.dumps(_provenance(), indent=1))
     for summary in _summaries(spec, job, spec.work_path):
@@ -85,25 +83,18 @@ def _light_files(spec: BenchmarkSpec, job: Job, root: Path) -> List[Path]:
     relative to ``root``."""
     model = spec.model_dir(job).relative_to(spec.work_path)
     fold = spec.fold_dir(job).relative_to(spec.work_path)
+    cache_names = [m.cache_name(spec.nsd_tolerance_mm) for m in METRICS.values() if m.cache_file is not None]
     files = [model / name for name in MODEL_FILES]
     files += [path.relative_to(root) for pattern in FOLD_PATTERNS for path in sorted((root / fold).glob(pattern))]
     for summary in _summaries(spec, job, root):
-        files += [summary] + [summary.parent / name for name in _cache_files(spec)]
+        files += [summary] + [summary.parent / name for name in cache_names]
     return [path for path in files if (root / path).is_file()]
 
 
 def _summaries(spec: BenchmarkSpec, job: Job, root: Path) -> List[Path]:
-    """The job's evaluation summaries (validation, test, every noise condition) that exist under ``root``,
-    relative to it."""
-    folders = [spec.fold_dir(job) / "validation"]
-    folders += [spec.evaluation_dir(job, name) / "predictions"
-                for name in ["test"] + [name for name, _ in spec.eval_conditions()]]
-    paths = [folder.relative_to(spec.work_path) / "summary.json" for folder in folders]
+    """The job's evaluation summaries that exist under ``root``, relative to it."""
+    paths = [summary.relative_to(spec.work_path) for _, summary in spec.summary_files(job)]
     return [path for path in paths if (root / path).is_file()]
-
-
-def _cache_files(spec: BenchmarkSpec) -> List[str]:
-    return [m.cache_file.format(tolerance_mm=spec.nsd_tolerance_mm) for m in METRICS.values() if m.cache_file]
 
 
 def _merge_timings(job: Job, source: Path, target: Path) -> None:

@@ -43,10 +43,7 @@ def collect(spec: BenchmarkSpec, jobs: Sequence[Job]) -> Collected:
         file_ending = json.loads((spec.model_dir(job) / "dataset.json").read_text())["file_ending"]
         identity = {"dataset": job.task.dataset, "configuration": job.task.configuration, "plans": job.method.plans,
                     "trainer": job.method.trainer, "method": job.method.label, "fold": job.fold}
-        summaries = [("validation", fold_dir / "validation" / "summary.json")]
-        summaries += [(name, spec.evaluation_dir(job, name) / "predictions" / "summary.json")
-                      for name in ["test"] + [name for name, _ in spec.eval_conditions()]]
-        for evaluation, summary in summaries:
+        for evaluation, summary in spec.summary_files(job):
             if summary.is_file():
                 case_rows += _case_rows(identity, evaluation, summary, labels, file_ending, spec.nsd_tolerance_mm)
         curve_rows += [{**identity, **row} for row in training_curves(fold_dir)]
@@ -88,7 +85,7 @@ def _metric_values(metric: Metric, cases: Dict[str, EvaluatedCase], folder: Path
     """case -> label key -> value; a metric with a ``cache_file`` is computed once per set of cases."""
     if metric.cache_file is None:
         return {case: dict(metric.per_case(evaluated)) for case, evaluated in cases.items()}
-    cache_file = folder / metric.cache_file.format(tolerance_mm=tolerance_mm)
+    cache_file = folder / metric.cache_name(tolerance_mm)
     if cache_file.is_file():
         cached = json.loads(cache_file.read_text())
         if set(cached) == set(cases):

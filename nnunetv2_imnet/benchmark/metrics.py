@@ -142,6 +142,10 @@ class Metric:
     per_case: Callable[[EvaluatedCase], Mapping[str, float]]  # summary.json label key -> value (NaN: undefined)
     cache_file: Optional[str] = None  # costly metrics are cached next to summary.json under this name
 
+    def cache_name(self, tolerance_mm: float) -> Optional[str]:
+        """The cache file's name for this tolerance; None for a metric that is not cached."""
+        return None if self.cache_file is None else self.cache_file.format(tolerance_mm=tolerance_mm)
+
 
 def evaluated_cases(summary_json_path: Union[str, Path], labels: Mapping[str, Label], tolerance_mm: float,
                     file_ending: Optional[str] = None) -> Dict[str, EvaluatedCase]:

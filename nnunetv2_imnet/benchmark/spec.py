@@ -148,6 +148,13 @@ class BenchmarkSpec:
         return (self.work_path / "evaluations" / job.task.dataset / job.task.configuration / job.method.label /
                 f"fold_{job.fold}" / condition)
 
+    def summary_files(self, job: Job) -> List[Tuple[str, Path]]:
+        """``(evaluation, summary.json)`` of every evaluation of ``job``, whether it ran or not: nnU-Net's validation,
+        the labelled test split and each robustness condition."""
+        summaries = [("validation", self.fold_dir(job) / "validation" / "summary.json")]
+        return summaries + [(name, self.evaluation_dir(job, name) / "predictions" / "summary.json")
+                            for name in ["test"] + [name for name, _ in self.eval_conditions()]]
+
     # ------------------------------------------------------------------ what runs
     def noisy_datasets(self) -> List[NoisyDataset]:
         """Derived datasets get ids 900, 901, ... in spec order (the benchmark's nnUNet_raw holds only these
