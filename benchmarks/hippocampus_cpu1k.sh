@@ -9,7 +9,7 @@
 # in this checkout's benchmarks/results/hippocampus_cpu1k/archive, so that a new machine with an empty WORK
 # restores what finished and continues from there (commit the archive as jobs finish).
 # Usage: benchmarks/hippocampus_cpu1k.sh WORK [RAW [ARCHIVE]]
-#   RAW defaults to ../shared/data. On 2 idle CPU cores a plain nnU-Net model takes 22-36 min (training and
+#   RAW defaults to ../shared/data. On 2 idle CPU cores a plain nnU-Net model takes 23-36 min (training and
 #   the eight evaluations, by machine), so the 21 of phases 1-2 take 8-13 h; the ResEnc M models are not timed yet
 set -euo pipefail
 work=${1:?usage: hippocampus_cpu1k.sh WORK [RAW [ARCHIVE]]}
