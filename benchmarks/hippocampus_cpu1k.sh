@@ -8,15 +8,18 @@
 # Each finished job is also archived (--archive: summaries, curves, logs; no models) in ARCHIVE/<phase>, by default
 # in this checkout's benchmarks/results/hippocampus_cpu1k/archive, so that a new machine with an empty WORK
 # restores what finished and continues from there (commit the archive as jobs finish).
-# Usage: benchmarks/hippocampus_cpu1k.sh WORK [RAW [ARCHIVE]]
+# Usage: benchmarks/hippocampus_cpu1k.sh [--report-only] WORK [RAW [ARCHIVE]]
+#   --report-only trains nothing: each phase's report (WORK/<phase>/results) is written from ARCHIVE/<phase> alone.
 #   RAW defaults to ../shared/data. On 2 idle CPU cores a plain nnU-Net model takes 23-36 min (training and
 #   the eight evaluations, by machine), so the 21 of phases 1-2 take 8-13 h; the ResEnc M models are not timed yet
 set -euo pipefail
-work=${1:?usage: hippocampus_cpu1k.sh WORK [RAW [ARCHIVE]]}
+mode=()
+if [ "${1:-}" = "--report-only" ]; then mode=(--report-only); shift; fi
+work=${1:?usage: hippocampus_cpu1k.sh [--report-only] WORK [RAW [ARCHIVE]]}
 here=$(cd "$(dirname "$0")" && pwd)
 raw=${2:-$(cd "$here/../.." && pwd)/shared/data}
 archive=${3:-$here/results/hippocampus_cpu1k/archive}
-common=(--raw "$raw" -d 4 -c 3d_fullres --budget cpu1k --device cpu)
+common=(--raw "$raw" -d 4 -c 3d_fullres --budget cpu1k --device cpu "${mode[@]}")
 nnunetv2-imnet benchmark "${common[@]}" --work "$work/clean" --archive "$archive/clean" --folds 0 1 2 3 4 \
     --trainers nnUNetTrainer nnUNetTrainerIMNet nnUNetTrainerIMNet_lambda0
 nnunetv2-imnet benchmark "${common[@]}" --work "$work/noisy" --archive "$archive/noisy" --folds \
