@@ -585,6 +585,31 @@ def test_mi_gradient_reaches_the_encoder_only_after_warmup_starts() -> None:
                for name in encoder)
 
 
+def test_weight_zero_control_trains_the_same_network_as_nnunet() -> None:
+    """``nnUNetTrainerIMNet_lambda0`` is an A/A control: its critic trains, but from the same weights and batches its
+    segmentation network follows nnU-Net's step for step, so its differences from the baseline in a benchmark are
+    training variance (initialisation, batch order), the noise floor of the comparison."""
+    plans, dataset_json, configuration = tiny_plans()
+    control = make_trainer("nnUNetTrainerIMNet_lambda0_smoke", plans, dataset_json, configuration,
+                           before_initialize=short_budget(2, 3))
+    plain = make_trainer(PLAIN, plans, dataset_json, configuration, before_initialize=short_budget(2, 3))
+    plain.network.load_state_dict(control.network.state_dict())
+    critic_before = cloned_state(mi_head(control))
+    batches = synthetic_batches(control, 3)
+    for epoch in range(2):
+        control.current_epoch = plain.current_epoch = epoch
+        control.on_train_epoch_start()
+        plain.on_train_epoch_start()
+        for batch in batches:
+            assert control.train_step(batch)["mi_weight"] == 0.0
+            plain.train_step(batch)
+    for name, parameter in plain.network.named_parameters():
+        torch.testing.assert_close(segmentation_network(control).get_parameter(name), parameter,
+                                   msg=f"{name} left nnU-Net's trajectory")
+    assert any(not torch.equal(parameter, critic_before[name])
+               for name, parameter in mi_head(control).named_parameters()), "the control's critic did not train"
+
+
 # ------------------------------------------------------------------------------------------------ 7. cost logging
 def png_size(path: Path) -> Tuple[int, int]:
     """Width and height from a PNG's IHDR chunk."""
