@@ -93,6 +93,7 @@ def _fold_differences(table: pd.DataFrame, path: Path) -> Path:
             for fold, difference in zip(row["folds"], row["fold_differences"]):
                 ax.plot(difference, y + 0.25, color="0.3", linestyle="none", marker=_marker(fold), markersize=5)
         ax.axvline(0.0, color="0.3", linewidth=1)
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=6))  # differences of 1e-3 need room for their labels
         ax.set_yticks(range(len(pairs)), [f"{method}\n- {reference}" for method, reference in pairs], fontsize=8)
         ax.set_ylim(len(pairs) - 0.5, -0.5)
         title = METRICS[metric].title
