@@ -10,8 +10,8 @@
 # restores what finished and continues from there (commit the archive as jobs finish).
 # Usage: benchmarks/hippocampus_cpu1k.sh [--report-only] WORK [RAW [ARCHIVE]]
 #   --report-only trains nothing: each phase's report (WORK/<phase>/results) is written from ARCHIVE/<phase> alone.
-#   RAW defaults to ../shared/data. On 2 idle CPU cores a plain nnU-Net model takes 23-36 min (training and
-#   the eight evaluations, by machine), so the 21 of phases 1-2 take 8-13 h. A ResEnc M
+#   RAW defaults to ../shared/data. On 2 idle CPU cores a plain nnU-Net model takes 20-36 min (training and
+#   the eight evaluations, by machine), so the 21 of phases 1-2 take 7-13 h. A ResEnc M
 #   model of phase 3 should take about twice a plain one (not yet run: at batch 2 its train step is 1.84 s against
 #   0.89 s, benchmarks/overhead.py --batch-size 2 --compile off on the planned 3d_fullres plans, idle cores)
 set -euo pipefail
