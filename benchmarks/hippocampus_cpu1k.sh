@@ -12,7 +12,7 @@
 #   --report-only trains nothing: each phase's report (WORK/<phase>/results) is written from ARCHIVE/<phase> alone.
 #   RAW defaults to ../shared/data. On 2 idle CPU cores a plain nnU-Net model takes 20-36 min (training and
 #   the eight evaluations, by machine), so the 21 of phases 1-2 take 7-13 h. A ResEnc M model of phase 3 took
-#   34-35 min, about 1.5x a plain one (benchmarks/overhead.py --batch-size 2 --compile off measured its train step
+#   32-37 min, about 1.5x a plain one (benchmarks/overhead.py --batch-size 2 --compile off measured its train step
 #   at 1.84 s against 0.89 s, 2x, but epochs and evaluations grew less)
 set -euo pipefail
 mode=()

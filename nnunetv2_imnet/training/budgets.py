@@ -41,9 +41,9 @@ BUDGETS: Dict[str, TrainingBudget] = {
                                  "3d_fullres)", 20, 12, 2, save_every=1),
     # batch 2 (what nnU-Net plans for large 3D patches) makes a step ~4x cheaper than the planned batch on CPU,
     # so 1,000 steps fit 15-30 min of training per fold (Hippocampus 3d_fullres, 2 idle cores, nnUNet_n_proc_DA=0:
-    # a median 56 s an epoch, 40-115 s by machine, over the 21 plain models of benchmarks/hippocampus_cpu1k.sh;
-    # ResEnc M 24-28 min); 20 epochs of 50 steps give the convergence curve 20 points, each from 10 validation
-    # batches
+    # a median 56 s an epoch, 95 % of them 40-73 s, over the 21 plain models of benchmarks/hippocampus_cpu1k.sh,
+    # 72-115 s on the slower machine of its first attempt; ResEnc M 24-28 min); 20 epochs of 50 steps give the
+    # convergence curve 20 points, each from 10 validation batches
     "cpu1k": TrainingBudget("cpu1k", "converges on CPU: 1,000 steps at batch size 2, 15-30 minutes of training "
                                      "per fold on 2 CPU cores (Hippocampus 3d_fullres)", 20, 50, 10, save_every=1,
                             batch_size=2),
