@@ -207,6 +207,29 @@ def cmd_make_noisy(args: argparse.Namespace) -> None:
     print(folder)
 
 
+def cmd_prepare_unlabelled(args: argparse.Namespace) -> None:
+    """Preprocess unlabelled images with a planned dataset's plans, for nnUNetTrainerIMNet_Unlabelled."""
+    from nnunetv2_imnet.unlabelled import Manifest, prepare_unlabelled
+    preprocessed = os.environ.get("nnUNet_preprocessed")
+    if not preprocessed:
+        raise SystemExit("error: nnUNet_preprocessed is not set; set it to the folder that holds the planned dataset.")
+    started = time.monotonic()
+    folder = prepare_unlabelled(Path(args.images), _dataset_folder(Path(preprocessed), args.dataset), args.p,
+                                args.configuration, args.np)
+    cases = len(Manifest.read(folder).cases)
+    print(f"{cases} unlabelled cases prepared in {folder} ({time.monotonic() - started:.0f} s); train with "
+          f"nnUNetv2_train {args.dataset} {args.configuration} FOLD -tr nnUNetTrainerIMNet_Unlabelled -p {args.p}")
+
+
+def _dataset_folder(root: Path, dataset: str) -> Path:
+    from nnunetv2_imnet.naming import lookup_dataset_folder
+    folder = lookup_dataset_folder(root, dataset)
+    if folder is None:
+        raise FileNotFoundError(f"No dataset {dataset} in {root}. Plan and preprocess it first: "
+                                f"nnUNetv2_plan_and_preprocess -d {dataset}")
+    return folder
+
+
 def cmd_trainers(args: argparse.Namespace) -> None:
     from nnunetv2_imnet.training.catalogue import ALL_TRAINERS, description
     for name, cls in sorted(ALL_TRAINERS.items()):
@@ -279,6 +302,18 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("-tr", default="nnUNetTrainerIMNet")
     check.add_argument("-p", default=DEFAULT_PLANS)
     check.set_defaults(func=cmd_check)
+
+    unlabelled = sub.add_parser(
+        "prepare-unlabelled", help="preprocess unlabelled images with a dataset's plans, for "
+                                   "nnUNetTrainerIMNet_Unlabelled (their MI term learns from them)")
+    unlabelled.add_argument("-d", "--dataset", required=True, help="dataset id or name, as nnUNetv2_train takes it")
+    unlabelled.add_argument("-c", "--configuration", required=True, help="e.g. 3d_fullres or 2d")
+    unlabelled.add_argument("-i", "--images", required=True,
+                            help="folder of images named as nnU-Net names them (CASE_0000.nii.gz, one file per "
+                                 "channel); only images are read")
+    unlabelled.add_argument("-p", default=DEFAULT_PLANS, help=f"plans identifier (default {DEFAULT_PLANS})")
+    unlabelled.add_argument("-np", type=int, default=2, help="worker processes (default 2)")
+    unlabelled.set_defaults(func=cmd_prepare_unlabelled)
 
     path = sub.add_parser("trainers-path", help="print the folder to put in nnUNet_extTrainer")
     path.set_defaults(func=lambda args: print(trainers_folder()))

@@ -10,7 +10,7 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunetv2_imnet.mi.config import MIConfig
 from nnunetv2_imnet.naming import BASELINE_TRAINER, budget_trainer_name
-from nnunetv2_imnet.training import variants
+from nnunetv2_imnet.training import unlabelled_trainer, variants
 from nnunetv2_imnet.training.budgets import BUDGETS, with_budget
 from nnunetv2_imnet.training.imnet_trainer import nnUNetTrainerIMNet
 from nnunetv2_imnet.training.measured import nnUNetTrainerMeasured
@@ -19,7 +19,7 @@ from nnunetv2_imnet.training.measured import nnUNetTrainerMeasured
 BASE_TRAINERS: Dict[str, Type[nnUNetTrainer]] = {
     "nnUNetTrainerMeasured": nnUNetTrainerMeasured,
     "nnUNetTrainerIMNet": nnUNetTrainerIMNet,
-    **{name: cls for name, cls in vars(variants).items()
+    **{name: cls for module in (variants, unlabelled_trainer) for name, cls in vars(module).items()
        if isinstance(cls, type) and issubclass(cls, nnUNetTrainerIMNet) and cls is not nnUNetTrainerIMNet},
 }
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import Any, ClassVar, Dict, List, Optional
+from typing import Any, ClassVar, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -15,7 +15,7 @@ from nnunetv2.utilities.helpers import dummy_context
 from torch import autocast, nn
 
 from nnunetv2_imnet.mi.config import MIConfig
-from nnunetv2_imnet.mi.head import build_mi_head, warmup_weight
+from nnunetv2_imnet.mi.head import MIOutput, build_mi_head, warmup_weight
 from nnunetv2_imnet.mi.nodes import fp32
 from nnunetv2_imnet.training.checkpoint import peek_checkpoint_entry
 from nnunetv2_imnet.training.measured import nnUNetTrainerMeasured
@@ -140,7 +140,7 @@ class nnUNetTrainerIMNet(nnUNetTrainerMeasured):
 
         self.optimizer.zero_grad(set_to_none=True)
         with autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context():
-            output, mi = self.network(data)
+            output, mi = self.training_forward(data)
             segmentation_loss = self.loss(output, target)
         # the critic trains on the full MI loss; the network receives `weight` times its gradient (see MIHead)
         self._backward_and_step(segmentation_loss + mi.loss)
@@ -154,6 +154,10 @@ class nnUNetTrainerIMNet(nnUNetTrainerMeasured):
         nan = float("nan")
         return {"loss": seg, "mi_loss": mi_loss if finite else nan, "mi_estimate": estimate if finite else nan,
                 "mi_finite": finite, "mi_max_abs_score": max_abs, "mi_weight": weight}
+
+    def training_forward(self, data: torch.Tensor) -> Tuple[Any, MIOutput]:
+        """The segmentation output and the MI term of one training batch; subclasses add inputs to the MI term."""
+        return self.network(data)
 
     def _backward_and_step(self, loss: torch.Tensor) -> None:
         # nnUNetTrainer.train_step's backward and optimizer step as in nnU-Net 2.8.1

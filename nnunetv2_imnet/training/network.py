@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Any, List, Mapping, NamedTuple, Sequence, Tuple, Union
+from typing import Any, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -76,6 +76,9 @@ class MIRegularisedNetwork(nn.Module):
         self.segmentation_network = segmentation_network
         self.mi_head = mi_head
         self.image_channels = image_channels
+        #: batch norm in the encoder makes a sample's features depend on the other samples of its batch
+        self.encoder_mixes_samples = any(isinstance(m, nn.modules.batchnorm._BatchNorm)
+                                         for m in segmentation_network.encoder.modules())
 
     @property
     def encoder(self) -> nn.Module:
@@ -86,12 +89,29 @@ class MIRegularisedNetwork(nn.Module):
         """nnU-Net's ``set_deep_supervision_enabled`` sets ``decoder.deep_supervision`` through this."""
         return self.segmentation_network.decoder
 
-    def forward(self, x: torch.Tensor) -> Union[torch.Tensor, List[torch.Tensor],
-                                                Tuple[Union[torch.Tensor, List[torch.Tensor]], MIOutput]]:
+    def forward(self, x: torch.Tensor, unlabelled: Optional[torch.Tensor] = None
+                ) -> Union[torch.Tensor, List[torch.Tensor], Tuple[Union[torch.Tensor, List[torch.Tensor]], MIOutput]]:
+        """``unlabelled`` (training only): image patches without labels that reach the MI term and nothing else.
+        They pass the encoder alone (no decoder, no deep-supervision heads); with per-sample normalisation (nnU-Net's
+        instance norm) in one batch with ``x``, with batch norm in a pass of their own, so that they never change
+        the labelled patches' segmentation."""
         if not self.training:
             return self.segmentation_network(x)
-        skips = self.segmentation_network.encoder(x)
-        return self.segmentation_network.decoder(skips), self.mi_head(skips[-1], x[:, :self.image_channels])
+        encoder = self.segmentation_network.encoder
+        images = x[:, :self.image_channels]
+        if unlabelled is None:
+            skips = encoder(x)
+            bottleneck = skips[-1]
+        elif self.encoder_mixes_samples:
+            skips = encoder(x)
+            bottleneck = torch.cat((skips[-1], encoder(unlabelled)[-1]))
+            images = torch.cat((images, unlabelled))
+        else:
+            joint = encoder(torch.cat((x, unlabelled)))
+            skips = [skip[:x.shape[0]] for skip in joint]
+            bottleneck = joint[-1]
+            images = torch.cat((images, unlabelled))
+        return self.segmentation_network.decoder(skips), self.mi_head(bottleneck, images)
 
     def state_dict(self, *args: Any, **kwargs: Any):
         return self.segmentation_network.state_dict(*args, **kwargs)
