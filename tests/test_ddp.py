@@ -20,6 +20,7 @@ from torch.nn.parallel import DistributedDataParallel
 from nnunetv2_imnet.mi.config import MIConfig
 from nnunetv2_imnet.mi.head import build_mi_head
 from nnunetv2_imnet.training.network import MIRegularisedNetwork, find_bottleneck
+from nnunetv2_imnet.training.unlabelled_loader import rank_batch_size
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -51,10 +52,18 @@ def _sampler_seed(rank: int, iteration: int) -> int:
     return 77 + 10 * rank + iteration
 
 
-def _loss(model: nn.Module, rank: int, iteration: int) -> torch.Tensor:
+def _unlabelled(rank: int, iteration: int, with_unlabelled: bool):
+    """Each rank's share of the unlabelled patches (none where the run has no unlabelled images)."""
+    if not with_unlabelled:
+        return None
+    return torch.randn(rank_batch_size(3, WORLD_SIZE, rank), 1, *PATCH,
+                       generator=torch.Generator().manual_seed(5000 + 1000 * rank + iteration))
+
+
+def _loss(model: nn.Module, rank: int, iteration: int, with_unlabelled: bool) -> torch.Tensor:
     x = _data(rank, iteration)
     torch.manual_seed(_sampler_seed(rank, iteration))  # the MI head draws its negatives from the global RNG
-    segmentation, mi = model(x)
+    segmentation, mi = model(x, _unlabelled(rank, iteration, with_unlabelled))
     assert bool(mi.finite)
     # every deep-supervision output enters the loss, as nnU-Net's deep-supervision loss does: an output left out
     # would leave its seg layer without a gradient, which DDP (find_unused_parameters=False) rejects by design
@@ -70,7 +79,7 @@ def _gradients(network: MIRegularisedNetwork):
 
 
 
-def _worker(rank: int, port: int, out_dir: str) -> None:
+def _worker(rank: int, port: int, out_dir: str, with_unlabelled: bool) -> None:
     os.environ["MASTER_ADDR"] = "127.0.0.1"
     os.environ["MASTER_PORT"] = str(port)
     torch.set_num_threads(1)
@@ -83,7 +92,7 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         gradients = []
         for iteration in range(ITERATIONS):
             optimizer.zero_grad(set_to_none=True)
-            _loss(model, rank, iteration).backward()
+            _loss(model, rank, iteration, with_unlabelled).backward()
             gradients.append(_gradients(network))
             optimizer.step()
         torch.save(gradients, os.path.join(out_dir, f"rank{rank}.pt"))
@@ -97,14 +106,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _single_process_gradients(rank: int):
+def _single_process_gradients(rank: int, with_unlabelled: bool):
     network = _build_network(seed=0).train()
-    _loss(network, rank, 0).backward()
+    _loss(network, rank, 0, with_unlabelled).backward()
     return _gradients(network)
 
 
-def test_ddp_gradients_are_synchronised(tmp_path):
-    mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD_SIZE, join=True)
+@pytest.mark.parametrize("with_unlabelled", [False, True], ids=["labelled", "with_unlabelled_patches"])
+def test_ddp_gradients_are_synchronised(tmp_path, with_unlabelled):
+    """Also with unlabelled patches (3 split 2 + 1 over the ranks, as nnU-Net splits a batch)."""
+    mp.spawn(_worker, args=(_free_port(), str(tmp_path), with_unlabelled), nprocs=WORLD_SIZE, join=True)
     ranks = [torch.load(tmp_path / f"rank{rank}.pt") for rank in range(WORLD_SIZE)]
     assert all(len(r) == ITERATIONS for r in ranks)
 
@@ -120,7 +131,7 @@ def test_ddp_gradients_are_synchronised(tmp_path):
         assert any(g.abs().sum() > 0 for n, g in first["network"].items() if n.startswith("encoder.stages.2"))
 
     # each rank alone gives a different MI-head gradient; DDP's is the mean of the two
-    alone = [_single_process_gradients(rank) for rank in range(WORLD_SIZE)]
+    alone = [_single_process_gradients(rank, with_unlabelled) for rank in range(WORLD_SIZE)]
     synchronised = ranks[0][0]
     assert any(not torch.equal(alone[0]["mi_head"][name], synchronised["mi_head"][name])
                for name in synchronised["mi_head"])
