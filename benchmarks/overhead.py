@@ -1,5 +1,6 @@
 """Train-step cost of nnUNetTrainerIMNet against nnUNetTrainer, side by side in one run: time, memory and the
-operators each step dispatches.
+operators each step dispatches. ``--candidate`` names another trainer to compare, e.g. the unlabelled IMNet,
+whose steps also take as many unlabelled patches as labelled ones (synthetic, made once, as the labelled batches).
 
 Both trainers are built by nnU-Net from the same plans (network, loss, optimizer, AMP and torch.compile exactly as
 in real training) and fed the same batches, alternating step by step (and alternating which goes first) so that
@@ -15,6 +16,7 @@ nnU-Net patches are on a GPU, every extra operator costs wall time.
     python benchmarks/overhead.py --preprocessed $nnUNet_preprocessed/Dataset004_Hippocampus
     python benchmarks/overhead.py --plans nnUNetPlans.json --configurations 3d_fullres --pairs 20 --compile off
     python benchmarks/overhead.py --raw ../shared/data  # plan the raw Hippocampus data first (needs SimpleITK)
+    python benchmarks/overhead.py --candidate nnUNetTrainerIMNet_Unlabelled_full  # + unlabelled patches per step
 
 Plans: an nnU-Net plans file (``--plans``, with the ``dataset.json`` beside it unless ``--dataset-json`` says
 otherwise), a preprocessed dataset folder (``--preprocessed``), nnU-Net's planner run on the raw Hippocampus data
@@ -32,6 +34,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import copy
+import itertools
 import json
 import os
 import shutil
@@ -42,7 +45,7 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple
 
 WORK = Path(tempfile.mkdtemp(prefix="imnet_overhead_"))
 atexit.register(shutil.rmtree, WORK, ignore_errors=True)
@@ -57,6 +60,8 @@ from torch.profiler import ProfilerActivity, profile  # noqa: E402
 from nnunetv2_imnet.training.catalogue import ALL_TRAINERS  # noqa: E402
 from nnunetv2_imnet.training.imnet_trainer import COMPILE_MI_HEAD_VARIABLE  # noqa: E402
 from nnunetv2_imnet.training.network import find_bottleneck  # noqa: E402
+from nnunetv2_imnet.training.unlabelled_trainer import nnUNetTrainerIMNet_Unlabelled  # noqa: E402
+from nnunetv2_imnet.unlabelled import Manifest, unlabelled_folder  # noqa: E402
 
 DATASET = "Dataset004_Hippocampus"
 #: what nnU-Net 2.8.1 plans for the shared Hippocampus data (nnUNetv2_plan_experiment -d 4)
@@ -114,10 +119,35 @@ def make_trainer(name: str, plans: dict, configuration: str, dataset_json: dict,
     (folder / "placeholder.b2nd").touch()  # nnU-Net infers its dataset class from the files it finds here
     plans = copy.deepcopy(plans)
     plans["continue_training"] = False
-    trainer = ALL_TRAINERS[name](plans, configuration, 0, dataset_json, device)
+    trainer_class = ALL_TRAINERS[name]
+    if issubclass(trainer_class, nnUNetTrainerIMNet_Unlabelled):
+        write_synthetic_manifest(plans, configuration, dataset_json)
+    trainer = trainer_class(plans, configuration, 0, dataset_json, device)
     trainer.initialize()
     trainer.network.train()
+    if isinstance(trainer, nnUNetTrainerIMNet_Unlabelled):
+        trainer.dataloader_unlabelled = synthetic_unlabelled_batches(trainer, seed=1)
     return trainer
+
+
+def write_synthetic_manifest(plans: dict, configuration: str, dataset_json: dict) -> None:
+    """The manifest an unlabelled trainer checks in ``initialize``, for plans whose images are never read here."""
+    settings = plans["configurations"][configuration]
+    folder = unlabelled_folder(WORK / "nnUNet_preprocessed" / plans["dataset_name"], settings["data_identifier"])
+    folder.mkdir(parents=True, exist_ok=True)
+    Manifest(plans["plans_name"], configuration, settings["data_identifier"], [float(s) for s in settings["spacing"]],
+             len(dataset_json["channel_names"]), ["synthetic"], "synthetic").write(folder)
+
+
+def synthetic_unlabelled_batches(trainer, seed: int) -> Iterator[dict]:
+    """Unlabelled batches as the trainer's loader delivers them (one per step, as many patches as planned), made
+    once: the step cost does not depend on their content, and this leaves their augmentation out of the step as
+    the labelled batches' is."""
+    generator = torch.Generator().manual_seed(seed)
+    size = trainer.global_unlabelled_batch_size or trainer.configuration_manager.batch_size
+    data = torch.randn([size, trainer.num_image_channels, *trainer.configuration_manager.patch_size],
+                       generator=generator)
+    return itertools.repeat({"data": data})
 
 
 def synthetic_batches(trainer, count: int, seed: int) -> List[dict]:
