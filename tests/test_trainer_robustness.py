@@ -610,6 +610,29 @@ def test_weight_zero_control_trains_the_same_network_as_nnunet() -> None:
                for name, parameter in mi_head(control).named_parameters()), "the control's critic did not train"
 
 
+def test_a_huge_critic_gradient_leaves_the_control_on_nnunets_trajectory() -> None:
+    """nnU-Net clips the network's gradient to norm 12; the critic's gradient is clipped on its own, so however large
+    it is, ``nnUNetTrainerIMNet_lambda0``'s network update stays nnU-Net's (one joint norm would shrink it)."""
+    plans, dataset_json, configuration = tiny_plans()
+    control = make_trainer("nnUNetTrainerIMNet_lambda0_smoke", plans, dataset_json, configuration,
+                           before_initialize=short_budget(2, 3))
+    plain = make_trainer(PLAIN, plans, dataset_json, configuration, before_initialize=short_budget(2, 3))
+    plain.network.load_state_dict(control.network.state_dict())
+    for parameter in mi_head(control).parameters():
+        parameter.register_hook(lambda grad: grad * 1e8)
+    critic_norms = []
+    control.on_train_epoch_start()
+    plain.on_train_epoch_start()
+    for batch in synthetic_batches(control, 3):
+        control.train_step(batch)
+        plain.train_step(batch)
+        critic_norms.append(float(torch.nn.utils.get_total_norm([p.grad for p in mi_head(control).parameters()])))
+    for name, parameter in plain.network.named_parameters():
+        torch.testing.assert_close(segmentation_network(control).get_parameter(name), parameter,
+                                   msg=f"{name} left nnU-Net's trajectory")
+    assert all(norm <= 12 * (1 + 1e-4) for norm in critic_norms), f"the critic was not clipped: {critic_norms}"
+
+
 # ------------------------------------------------------------------------------------------------ 7. cost logging
 def png_size(path: Path) -> Tuple[int, int]:
     """Width and height from a PNG's IHDR chunk."""

@@ -18,6 +18,7 @@ from nnunetv2_imnet.mi.config import MIConfig
 from nnunetv2_imnet.mi.head import MIOutput, build_mi_head, warmup_weight
 from nnunetv2_imnet.mi.nodes import fp32
 from nnunetv2_imnet.training.checkpoint import peek_checkpoint_entry
+from nnunetv2_imnet.training.clipping import clip_grad_norms_
 from nnunetv2_imnet.training.measured import nnUNetTrainerMeasured
 from nnunetv2_imnet.training.network import MIRegularisedNetwork, find_bottleneck
 
@@ -31,6 +32,8 @@ CHECKPOINT_FORMAT = 1
 SATURATION_WARNING = 30.0
 #: "0" runs the MI head eagerly where nnU-Net runs the network eagerly (default "1": compile the head alone)
 COMPILE_MI_HEAD_VARIABLE = "NNUNETV2_IMNET_COMPILE_MI_HEAD"
+#: nnUNetTrainer.train_step's clip_grad_norm_ max norm (nnU-Net 2.8.1)
+NNUNET_GRADIENT_CLIP = 12
 
 
 class MITermDiverged(RuntimeError):
@@ -160,17 +163,25 @@ class nnUNetTrainerIMNet(nnUNetTrainerMeasured):
         return self.network(data)
 
     def _backward_and_step(self, loss: torch.Tensor) -> None:
-        # nnUNetTrainer.train_step's backward and optimizer step as in nnU-Net 2.8.1
+        # nnUNetTrainer.train_step's backward and optimizer step as in nnU-Net 2.8.1, clipping split in two
         if self.grad_scaler is not None:
             self.grad_scaler.scale(loss).backward()
             self.grad_scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
+            self._clip_gradients()
             self.grad_scaler.step(self.optimizer)
             self.grad_scaler.update()
         else:
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
+            self._clip_gradients()
             self.optimizer.step()
+
+    def _clip_gradients(self) -> None:
+        """nnU-Net's clipping (norm 12) over the segmentation network's own gradient, the λ-scaled MI gradient
+        included, and the MI head's on its own: a large critic gradient never shrinks the network's update, so at
+        λ = 0 the network steps exactly as nnU-Net's."""
+        network = self.unwrapped_network()
+        clip_grad_norms_([network.segmentation_network.parameters(), network.mi_head.parameters()],
+                         NNUNET_GRADIENT_CLIP)
 
     def _track_nonfinite(self, finite: bool, max_abs_score: float) -> None:
         self._consecutive_nonfinite = 0 if finite else self._consecutive_nonfinite + 1
