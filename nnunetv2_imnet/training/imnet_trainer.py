@@ -133,7 +133,7 @@ class nnUNetTrainerIMNet(nnUNetTrainerMeasured):
         self._iteration_in_epoch = 0
 
     def train_step(self, batch: dict) -> dict:
-        # follows nnUNetTrainer.train_step of nnU-Net 2.8.1, plus the MI term and its logged values
+        # follows nnUNetTrainer.train_step of nnU-Net 2.8.1 (guarded: nnunet_followed.py), plus the MI term
         data = batch["data"].to(self.device, non_blocking=True)
         target = batch["target"]
         target = [t.to(self.device, non_blocking=True) for t in target] if isinstance(target, list) \

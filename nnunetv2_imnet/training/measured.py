@@ -108,7 +108,7 @@ class nnUNetTrainerMeasured(nnUNetTrainer):
         if self.disable_checkpointing:
             self.print_to_log_file("No checkpoint written, checkpointing is disabled")
             return
-        # the entries of nnUNetTrainer.save_checkpoint in nnU-Net 2.8.1
+        # the entries of nnUNetTrainer.save_checkpoint in nnU-Net 2.8.1 (guarded: nnunet_followed.py)
         checkpoint = {
             "network_weights": self.unwrapped_network().state_dict(),
             "optimizer_state": self.optimizer.state_dict(),

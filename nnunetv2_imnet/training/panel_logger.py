@@ -45,7 +45,7 @@ class PanelLocalLogger(LocalLogger):
             values.extend([math.nan] * (epochs - len(values)))
 
     def plot_progress_png(self, output_folder: str) -> None:
-        # nnU-Net's three panels follow LocalLogger.plot_progress_png of nnU-Net 2.8.1
+        # nnU-Net's three panels follow LocalLogger.plot_progress_png of nnU-Net 2.8.1 (guarded: nnunet_followed.py)
         logged = self.my_fantastic_logging
         epoch = min(len(v) for v in logged.values()) - 1
         if epoch < 0:
