@@ -16,6 +16,13 @@ import pytest
 
 from cli_helpers import HIPPOCAMPUS, make_hippocampus_subset, nnunet_env, run
 
+#: seeds the moment of the resumability fixture's SIGKILL, so that a failure can be reproduced
+KILL_DELAY_SEED = 0
+#: tests that use these fixtures run nnU-Net's commands, trainings or torch.compile, and the tests of these modules
+#: DDP, a SLURM cluster or pip: they are marked ``slow`` (``make test-fast`` runs the rest)
+SLOW_FIXTURES = {"synthetic_raw", "synthetic_benchmark", "hippocampus_raw", "hippocampus_2d", "smoke_benchmark",
+                 "fresh_dynamo"}
+SLOW_MODULES = {"test_ddp", "test_discovery", "test_slurm"}
 SMOKE_BENCHMARK_ARGS = ["-d", "4", "-c", "3d_fullres", "--folds", "0", "--budget", "smoke", "--device", "cpu",
                         "--eval-noise", "rician:5"]
 #: the cheapest benchmark that derives a noisy dataset: only its fold 0 is trained, evaluated clean only
@@ -60,7 +67,7 @@ def smoke_benchmark(hippocampus_raw, tmp_path_factory) -> dict:
     env["nnUNet_def_n_proc"] = "2"
     results = work / "nnUNet_results" / "Dataset004_Hippocampus"
     imnet_fold = results / "nnUNetTrainerIMNet_smoke__nnUNetPlans__3d_fullres" / "fold_0"
-    delay = random.Random().uniform(0.0, 3.0)
+    delay = random.Random(KILL_DELAY_SEED).uniform(0.0, 3.0)
     with open(work / "first_run.log", "w") as log:
         first = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
@@ -114,3 +121,9 @@ def synthetic_benchmark(synthetic_raw, tmp_path_factory) -> dict:
         with redirect_stdout(out):
             cli.main(arguments)
     return {"work": work, "arguments": arguments, "stdout": out.getvalue()}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list) -> None:
+    for item in items:
+        if SLOW_FIXTURES & set(item.fixturenames) or item.module.__name__.rsplit(".", 1)[-1] in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)
