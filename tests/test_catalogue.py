@@ -24,6 +24,9 @@ EXPECTED_OPTIONS = {
     "nnUNetTrainerIMNet_lambda0": {"weight": 0.0},
     "nnUNetTrainerIMNet_lambda0p01": {"weight": 0.01},
     "nnUNetTrainerIMNet_lambda1": {"weight": 1.0},
+    "nnUNetTrainerIMNet_Unlabelled": {},
+    "nnUNetTrainerIMNet_Unlabelled_lambda0": {"weight": 0.0},
+    "nnUNetTrainerIMNet_Unlabelled_lambda1": {"weight": 1.0},
 }
 
 
