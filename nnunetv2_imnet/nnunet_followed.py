@@ -49,8 +49,8 @@ FOLLOWED = (
     Followed("nnunetv2.preprocessing.preprocessors.default_preprocessor.DefaultPreprocessor.run_case_save",
              "unlabelled.py: _preprocess_case", "the files it writes (<case>.b2nd, <case>_seg.b2nd, <case>.pkl) and "
              "that it accepts no segmentation", "2021027938e7f10f"),
-    Followed(f"{TRAINER}.__init__", "training/budgets.py: NNUNET_EPOCHS; benchmark/convergence.py: "
-             "NNUNET_ITERATIONS_PER_EPOCH", "nnU-Net's default schedule (1000 epochs of 250 iterations)",
+    Followed(f"{TRAINER}.__init__", "training/budgets.py: NNUNET_EPOCHS, NNUNET_ITERATIONS_PER_EPOCH, "
+             "NNUNET_VAL_ITERATIONS_PER_EPOCH", "nnU-Net's default schedule (1000 epochs of 250 iterations)",
              "0ae31d90095f54c1"),
 )
 

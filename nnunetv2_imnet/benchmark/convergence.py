@@ -11,10 +11,7 @@ from typing import Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from nnunetv2_imnet.training.budgets import BUDGETS
-
-#: nnUNetTrainer.__init__'s num_iterations_per_epoch (nnU-Net 2.x), which budgets without their own number keep
-NNUNET_ITERATIONS_PER_EPOCH = 250
+from nnunetv2_imnet.training.budgets import BUDGETS, NNUNET_ITERATIONS_PER_EPOCH
 #: fractions of the baseline's final pseudo Dice the report asks every arm to reach
 FRACTIONS = (0.9, 0.95)
 CURVE = "mean_fg_dice"

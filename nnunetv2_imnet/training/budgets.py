@@ -1,18 +1,19 @@
 """Training budgets shared by baseline and IMNet, so both sides of a comparison train equally long.
 
 Each budget is a trainer suffix: ``nnUNetTrainer_cpu`` and ``nnUNetTrainerIMNet_cpu`` differ only in the MI
-term. The baseline classes derive from ``nnUNetTrainerMeasured`` so their costs are logged the same way.
+term (``catalogue.py`` turns every budget into classes). Plain data, importing neither torch nor nnU-Net, so that the
+command line reads it at once.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Optional, Type
+from typing import Dict, Optional
 
-import torch
-from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
-
-#: nnUNetTrainer's num_epochs (set in its __init__, so not readable from the class)
+#: nnU-Net's default schedule, set in nnUNetTrainer.__init__ (so not readable from the class; guarded by
+#: nnunet_followed.py): epochs, training and validation iterations per epoch
 NNUNET_EPOCHS = 1000
+NNUNET_ITERATIONS_PER_EPOCH = 250
+NNUNET_VAL_ITERATIONS_PER_EPOCH = 50
 
 
 @dataclass(frozen=True)
@@ -49,30 +50,3 @@ BUDGETS: Dict[str, TrainingBudget] = {
                             batch_size=2),
     "full": TrainingBudget("full", "nnU-Net's default schedule, for GPUs"),
 }
-
-
-def with_budget(base: Type[nnUNetTrainer], budget: TrainingBudget, name: str, module: str) -> Type[nnUNetTrainer]:
-    """A subclass ``name`` of ``base`` that trains for ``budget``.
-
-    The ``__init__`` keeps nnU-Net's exact signature: nnU-Net records its arguments by introspection to rebuild
-    the trainer from a checkpoint.
-    """
-
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device("cuda")):
-        base.__init__(self, plans, configuration, fold, dataset_json, device)
-        if budget.num_epochs is not None:
-            self.num_epochs = budget.num_epochs
-        if budget.iterations_per_epoch is not None:
-            self.num_iterations_per_epoch = budget.iterations_per_epoch
-        if budget.val_iterations_per_epoch is not None:
-            self.num_val_iterations_per_epoch = budget.val_iterations_per_epoch
-        if budget.save_every is not None:
-            self.save_every = budget.save_every
-        if budget.batch_size is not None:
-            # nnU-Net reads (and splits over DDP ranks) the configuration's batch size in initialize(); the
-            # configuration is the trainer's own deep copy of the plans, so plans.json stays as planned
-            self.configuration_manager.configuration["batch_size"] = budget.batch_size
-
-    doc = f"{base.__name__} on the '{budget.name}' budget: {budget.description}."
-    return type(name, (base,), {"__init__": __init__, "__doc__": doc, "__module__": module})

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 from typing import Dict, Sequence, Type
 
+import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunetv2_imnet.mi.config import MIConfig
 from nnunetv2_imnet.naming import BASELINE_TRAINER, budget_trainer_name
 from nnunetv2_imnet.training import unlabelled_trainer, variants
-from nnunetv2_imnet.training.budgets import BUDGETS, with_budget
+from nnunetv2_imnet.training.budgets import BUDGETS, TrainingBudget
 from nnunetv2_imnet.training.imnet_trainer import nnUNetTrainerIMNet
 from nnunetv2_imnet.training.measured import nnUNetTrainerMeasured
 
@@ -42,6 +43,33 @@ def weight_zero_controls(trainers: Sequence[str]) -> Dict[str, str]:
     controls = {name: values for name, values in options.items() if values["weight"] == 0}
     return {arm: control for arm, values in options.items() if values["weight"] > 0
             for control, control_values in controls.items() if {**values, "weight": 0.0} == control_values}
+
+
+def with_budget(base: Type[nnUNetTrainer], budget: TrainingBudget, name: str, module: str) -> Type[nnUNetTrainer]:
+    """A subclass ``name`` of ``base`` that trains for ``budget``.
+
+    The ``__init__`` keeps nnU-Net's exact signature: nnU-Net records its arguments by introspection to rebuild
+    the trainer from a checkpoint.
+    """
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        base.__init__(self, plans, configuration, fold, dataset_json, device)
+        if budget.num_epochs is not None:
+            self.num_epochs = budget.num_epochs
+        if budget.iterations_per_epoch is not None:
+            self.num_iterations_per_epoch = budget.iterations_per_epoch
+        if budget.val_iterations_per_epoch is not None:
+            self.num_val_iterations_per_epoch = budget.val_iterations_per_epoch
+        if budget.save_every is not None:
+            self.save_every = budget.save_every
+        if budget.batch_size is not None:
+            # nnU-Net reads (and splits over DDP ranks) the configuration's batch size in initialize(); the
+            # configuration is the trainer's own deep copy of the plans, so plans.json stays as planned
+            self.configuration_manager.configuration["batch_size"] = budget.batch_size
+
+    doc = f"{base.__name__} on the '{budget.name}' budget: {budget.description}."
+    return type(name, (base,), {"__init__": __init__, "__doc__": doc, "__module__": module})
 
 
 def _budget_trainers() -> Dict[str, Type[nnUNetTrainer]]:
