@@ -39,6 +39,7 @@ def _default_device() -> str:
 
 def _add_benchmark_arguments(parser: argparse.ArgumentParser) -> None:
     from nnunetv2_imnet.benchmark.spec import DEFAULT_TRAINERS
+    from nnunetv2_imnet.naming import SELF_TRAINING
     from nnunetv2_imnet.training.budgets import BUDGETS
     parser.add_argument("-d", "--datasets", type=int, nargs="+", required=True, help="dataset ids in --raw")
     parser.add_argument("--raw", default=os.environ.get("nnUNet_raw"),
@@ -48,13 +49,16 @@ def _add_benchmark_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-c", "--configurations", nargs="+", default=["3d_fullres"])
     parser.add_argument("--trainers", nargs="+", default=list(DEFAULT_TRAINERS),
                         help=f"trainers without budget suffix; {BASELINE_TRAINER} is the baseline and must be "
-                             f"included")
+                             f"included. With --labeled-cases also nnUNetTrainerIMNet_Unlabelled (its MI term sees the "
+                             f"fold's unlabelled cases) and {SELF_TRAINING} (nnU-Net self-training: a student "
+                             f"{BASELINE_TRAINER} on the labelled cases and its teacher's, the budget's "
+                             f"{BASELINE_TRAINER}'s, pseudo-labels of the unlabelled ones)")
     parser.add_argument("--plans", nargs="+", default=[DEFAULT_PLANS],
                         help="plans identifiers, e.g. nnUNetPlans nnUNetResEncUNetMPlans (ResEnc presets as further "
                              "baselines); the first is the baseline's")
     parser.add_argument("--folds", type=int, nargs="*", default=[0, 1, 2, 3, 4],
-                        help="folds trained on the clean datasets; none (--folds with no value) trains only the "
-                             "noisy copies of --train-noise")
+                        help="folds trained on the clean datasets and their label budgets; none (--folds with no "
+                             "value) trains only the noisy copies of --train-noise")
     parser.add_argument("--budget", choices=list(BUDGETS), default="full",
                         help="; ".join(f"{b.name}: {b.description}" for b in BUDGETS.values()))
     parser.add_argument("--device", choices=["cuda", "cpu", "mps"], default=None, help="default: cuda if available")
@@ -70,6 +74,18 @@ def _add_benchmark_arguments(parser: argparse.ArgumentParser) -> None:
                         help="keep a light copy of every finished job here (summaries, curves, logs; no models or "
                              "predictions) and restore finished jobs from it instead of retraining them, so that a "
                              "run continues on a fresh machine")
+    parser.add_argument("--labeled-cases", type=int, nargs="+", default=[], metavar="N",
+                        help="label budgets: also train every arm on N labelled training cases per fold (drawn from "
+                             "the fold's training cases, nested across budgets, the same for every arm), the fold's "
+                             "other training cases unlabelled; each budget is a derived dataset 700+ "
+                             "(docs/label_budgets.md)")
+    parser.add_argument("--label-seed", type=int, default=0, help="seed of the draw of the labelled cases")
+    parser.add_argument("--no-full-labels", action="store_true",
+                        help="with --labeled-cases: train only at the budgets, not on all labels too (the learning "
+                             "curve's full-label point can then come from --full-label-results)")
+    parser.add_argument("--full-label-results", default=None, metavar="CSV",
+                        help="results.csv of an earlier run on all labels (same datasets and budget): its validation "
+                             "rows give the learning curve's full-label point for the arms this run has none of")
 
 
 def _spec_from_args(args: argparse.Namespace):
@@ -82,7 +98,11 @@ def _spec_from_args(args: argparse.Namespace):
                          device=args.device or _default_device(), train_noise=list(args.train_noise),
                          noise_folds=args.noise_folds, eval_noise=list(args.eval_noise),
                          nsd_tolerance_mm=args.nsd_tolerance, seed=args.seed,
-                         archive=str(Path(args.archive).resolve()) if args.archive else None).validate()
+                         archive=str(Path(args.archive).resolve()) if args.archive else None,
+                         labeled_cases=sorted(set(args.labeled_cases)), label_seed=args.label_seed,
+                         full_labels=not args.no_full_labels,
+                         full_label_results=str(Path(args.full_label_results).resolve())
+                         if args.full_label_results else None).validate()
 
 
 def run_benchmark(spec, command: str, dry_run: bool = False, report_only: bool = False,

@@ -23,6 +23,15 @@ PLANNERS: Dict[str, str] = {
 CHECKPOINTS = ("checkpoint_final.pth", "checkpoint_latest.pth", "checkpoint_best.pth")
 #: the final checkpoint's training curves (nnU-Net's logging) as JSON: what a benchmark archive keeps of a model
 TRAINING_CURVES = "training_curves.json"
+#: nnU-Net's cross-validation split of a dataset, in its nnUNet_preprocessed folder (nnUNetTrainer.do_split)
+SPLITS_FILE = "splits_final.json"
+#: the benchmark's self-training arm: not a trainer class but a student ``BASELINE_TRAINER`` trained on its teacher's
+#: (the ``BASELINE_TRAINER`` of the same label budget and fold) pseudo-labels; the name its results are reported under
+SELF_TRAINING = "nnUNetSelfTraining"
+#: first dataset id of each kind of dataset a benchmark derives (each kind has the 100 ids up to the next)
+LABEL_BUDGET_IDS = 700
+PSEUDO_LABEL_IDS = 800
+NOISY_IDS = 900
 _DATASET_FOLDER = re.compile(r"^Dataset(\d{3})_(.+)$")
 
 
@@ -94,10 +103,34 @@ def noisy_dataset_name(source_name: str, dataset_id: int, kind: str, snr: float)
     return dataset_folder_name(dataset_id, f"{name}{kind.capitalize()}{snr_text(snr)}")
 
 
+def label_budget_dataset_name(source_name: str, dataset_id: int, labeled_cases: int) -> str:
+    """``Dataset004_Hippocampus``, 700, 1 -> ``Dataset700_HippocampusL1``: the source with 1 labelled case a fold."""
+    _, name = parse_dataset_folder(source_name)
+    return dataset_folder_name(dataset_id, f"{name}L{labeled_cases}")
+
+
+def pseudo_label_dataset_name(source_name: str, dataset_id: int, labeled_cases: int, fold: int, configuration: str,
+                              plans: str) -> str:
+    """``Dataset004_Hippocampus``, 800, 1, 0, ``3d_fullres``, ``nnUNetPlans`` -> ``Dataset800_HippocampusL1F0Pseudo``:
+    a self-training student's data, labelled by the teacher of that budget, fold, configuration and plans. Another
+    configuration than 3d_fullres or other plans than nnUNetPlans are appended (``...Pseudo2d``), as each teacher
+    gives other pseudo-labels."""
+    _, name = parse_dataset_folder(source_name)
+    teacher = ("" if configuration == "3d_fullres" else configuration.replace("_", "")) + \
+        ("" if plans == DEFAULT_PLANS else plans)
+    return dataset_folder_name(dataset_id, f"{name}L{labeled_cases}F{fold}Pseudo{teacher}")
+
+
 # ---------------------------------------------------------------------------------------------- trainers, models
 def budget_trainer_name(trainer: str, budget: str) -> str:
     """``nnUNetTrainer`` + ``cpu`` -> ``nnUNetTrainer_cpu``: the class that trains ``trainer`` for that budget."""
     return f"{trainer}_{budget}"
+
+
+def nnunet_trainer(trainer: str) -> str:
+    """The trainer class (without budget suffix) that ``nnUNetv2_train`` runs for a benchmark arm: the self-training
+    arm's student is a plain ``BASELINE_TRAINER``."""
+    return BASELINE_TRAINER if trainer == SELF_TRAINING else trainer
 
 
 def model_folder(results: Path, dataset_folder: str, trainer: str, plans: str, configuration: str) -> Path:

@@ -54,7 +54,7 @@ def test_a_task_without_its_baseline_is_not_compared() -> None:
 
 def test_an_arm_is_also_compared_against_its_control_in_the_same_holm_family() -> None:
     frame = _cases({"base": range(5), "better": range(5), "same": range(5)})
-    table = compare_arms(frame, "base", ["dice"], controls={"better": "same", "absent": "same"})
+    table = compare_arms(frame, "base", ["dice"], pairs=[("better", "same"), ("absent", "same")])
     assert list(zip(table["method"], table["reference"])) == [("better", "base"), ("same", "base"), ("better", "same")]
     against_control = table.iloc[2]
     assert against_control["fold_difference"] == pytest.approx(0.05)
@@ -65,7 +65,7 @@ def test_an_arm_is_also_compared_against_its_control_in_the_same_holm_family() -
 
 def test_a_control_without_a_finished_fold_is_not_compared() -> None:
     table = compare_arms(_cases({"base": range(2), "better": range(2)}), "base", ["dice"],
-                         controls={"better": "same"})
+                         pairs=[("better", "same")])
     assert list(table["reference"]) == ["base"]
 
 

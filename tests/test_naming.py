@@ -69,3 +69,14 @@ def test_importable_without_the_benchmark_package_or_nnunet() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     # _exttrainer is the start-up hook that registers the trainers folder
     assert set(ast.literal_eval(out)) <= {"nnunetv2_imnet.naming", "nnunetv2_imnet._exttrainer"}
+
+
+def test_label_budget_and_self_training_names() -> None:
+    assert naming.label_budget_dataset_name("Dataset004_Hippocampus", 700, 1) == "Dataset700_HippocampusL1"
+    assert naming.pseudo_label_dataset_name("Dataset004_Hippocampus", 800, 1, 0, "3d_fullres", "nnUNetPlans") == \
+        "Dataset800_HippocampusL1F0Pseudo"
+    # another teacher gives other pseudo-labels, so its student's dataset is named apart
+    assert naming.pseudo_label_dataset_name("Dataset004_Hippocampus", 801, 5, 3, "2d", "nnUNetResEncUNetMPlans") == \
+        "Dataset801_HippocampusL5F3Pseudo2dnnUNetResEncUNetMPlans"
+    assert naming.nnunet_trainer(naming.SELF_TRAINING) == naming.BASELINE_TRAINER
+    assert naming.nnunet_trainer("nnUNetTrainerIMNet") == "nnUNetTrainerIMNet"

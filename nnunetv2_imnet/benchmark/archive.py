@@ -4,11 +4,13 @@ retraining them.
 Checkpoints and predictions are large and machines do not last: a preemptible node, a cluster's purged scratch
 space, a workstation that is rebuilt. What the report needs of a finished job is small: the summary.json of each
 evaluation with the costly per-case metrics (NSD) cached beside it, the training curves nnU-Net keeps in the
-checkpoint (written out as JSON), the model folder's dataset.json and plans.json, nnU-Net's training log, the
-job's stage timings and which code trained it. ``archive_job`` copies that into a folder with the work folder's layout (one under version
-control, say); ``restore_job`` copies it back into a work folder, where the runner counts the job as finished and
-the report reads it as if it had just run. A restored job has no model: an evaluation added later needs it
-retrained.
+checkpoint (written out as JSON), the model folder's dataset.json and plans.json, nnU-Net's training log, the job's
+stage timings and which code trained it; for a job on a label budget, the budget's split (its labelled cases); for a
+self-training student, its teacher's pseudo-labels, archived as soon as they exist so that a fresh machine continues
+the student without the teacher's model. ``archive_job`` copies that into a folder with the work folder's layout
+(one under version control, say); ``restore_job`` copies it back into a work folder, where the runner counts the job
+as finished and the report reads it as if it had just run. A restored job has no model: an evaluation added later
+needs it retrained.
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ import torch
 
 from nnunetv2_imnet.benchmark.collect import cache_costly_metrics, training_logging
 from nnunetv2_imnet.benchmark.metrics import METRICS
+from nnunetv2_imnet.benchmark.self_training import PREDICTED_MARKER
 from nnunetv2_imnet.benchmark.spec import BenchmarkSpec, Job
 from nnunetv2_imnet.naming import TRAINING_CURVES, training_done
 from nnunetv2_imnet.provenance import versions
@@ -78,6 +81,38 @@ def restore_job(spec: BenchmarkSpec, job: Job, archive: Path) -> bool:
     return True
 
 
+def archive_pseudo_labels(spec: BenchmarkSpec, student: Job, archive: Path) -> None:
+    """Copy a self-training student's finished pseudo-labels into ``archive`` (once)."""
+    relative = spec.pseudo_label_dir(student).relative_to(spec.work_path)
+    if (archive / relative / PREDICTED_MARKER).is_file():
+        return
+    for path in _pseudo_label_files(spec, student, spec.work_path):
+        (archive / path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(spec.work_path / path, archive / path)
+
+
+def restore_pseudo_labels(spec: BenchmarkSpec, student: Job, archive: Path) -> bool:
+    """Copy a student's pseudo-labels from ``archive`` into the work folder unless they are there. True if
+    restored."""
+    relative = spec.pseudo_label_dir(student).relative_to(spec.work_path)
+    if (spec.work_path / relative / PREDICTED_MARKER).is_file():
+        return False
+    files = _pseudo_label_files(spec, student, archive)
+    for path in files:
+        (spec.work_path / path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(archive / path, spec.work_path / path)
+    return bool(files)
+
+
+def _pseudo_label_files(spec: BenchmarkSpec, student: Job, root: Path) -> List[Path]:
+    """The predictions and their marker of a student under ``root``, relative to it; none unless finished."""
+    folder = root / spec.pseudo_label_dir(student).relative_to(spec.work_path)
+    if not (folder / PREDICTED_MARKER).is_file():
+        return []
+    files = [folder / PREDICTED_MARKER] + sorted(p for p in (folder / "predictions").iterdir() if p.is_file())
+    return [path.relative_to(root) for path in files]
+
+
 def _light_files(spec: BenchmarkSpec, job: Job, root: Path) -> List[Path]:
     """The job's files an archive keeps that exist under ``root`` (a work folder, or an archive with its layout),
     relative to ``root``."""
@@ -88,6 +123,10 @@ def _light_files(spec: BenchmarkSpec, job: Job, root: Path) -> List[Path]:
     files += [path.relative_to(root) for pattern in FOLD_PATTERNS for path in sorted((root / fold).glob(pattern))]
     for summary in _summaries(spec, job, root):
         files += [summary] + [summary.parent / name for name in cache_names]
+    if job.label_budget is not None:
+        files.append(spec.splits_file(job.task.dataset).relative_to(spec.work_path))
+    if job.is_student:
+        files += _pseudo_label_files(spec, job, root)
     return [path for path in files if (root / path).is_file()]
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
@@ -13,13 +13,14 @@ import torch
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from nnunetv2_imnet.benchmark.metrics import METRICS, EvaluatedCase, Metric, evaluated_cases
-from nnunetv2_imnet.benchmark.spec import BenchmarkSpec, Job
+from nnunetv2_imnet.benchmark.spec import BenchmarkSpec, Job, LabelBudget
 from nnunetv2_imnet.naming import TRAINING_CURVES, training_done
 
 Label = Union[int, Tuple[int, ...]]
-#: what identifies a row of results.csv; one column per registered metric follows
-IDENTITY_COLUMNS = ["dataset", "configuration", "plans", "trainer", "method", "fold", "evaluation", "case", "class",
-                    "label"]
+#: what identifies a row of results.csv; one column per registered metric follows. ``labeled_cases``: the labelled
+#: training cases a fold of a label budget's run, empty where all labels were used
+IDENTITY_COLUMNS = ["dataset", "configuration", "plans", "trainer", "method", "labeled_cases", "fold", "evaluation",
+                    "case", "class", "label"]
 CURVE_KEYS = ("mean_fg_dice", "ema_fg_dice", "mi_estimate", "train_seconds_per_iteration", "peak_memory_mb")
 
 
@@ -28,6 +29,7 @@ class Collected:
     cases: pd.DataFrame  # case_columns(): one row per job x evaluation x case x class
     training: pd.DataFrame  # one row per job x epoch with CURVE_KEYS
     missing: List[Job]  # jobs that have not finished
+    label_budgets: List[LabelBudget] = field(default_factory=list)  # of the jobs, finished or not, in spec order
 
 
 def collect(spec: BenchmarkSpec, jobs: Sequence[Job]) -> Collected:
@@ -42,12 +44,16 @@ def collect(spec: BenchmarkSpec, jobs: Sequence[Job]) -> Collected:
         labels = _labels(spec.model_dir(job))
         file_ending = json.loads((spec.model_dir(job) / "dataset.json").read_text())["file_ending"]
         identity = {"dataset": job.task.dataset, "configuration": job.task.configuration, "plans": job.method.plans,
-                    "trainer": job.method.trainer, "method": job.method.label, "fold": job.fold}
+                    "trainer": job.method.trainer, "method": job.method.label, "labeled_cases": job.labeled_cases,
+                    "fold": job.fold}
         for evaluation, summary in spec.summary_files(job):
             if summary.is_file():
                 case_rows += _case_rows(identity, evaluation, summary, labels, file_ending, spec.nsd_tolerance_mm)
         curve_rows += [{**identity, **row} for row in training_curves(fold_dir)]
-    return Collected(pd.DataFrame(case_rows, columns=case_columns()), pd.DataFrame(curve_rows), missing)
+    cases = pd.DataFrame(case_rows, columns=case_columns())
+    cases["labeled_cases"] = cases["labeled_cases"].astype("Int64")  # whole numbers, empty for all labels
+    budgets = list(dict.fromkeys(job.label_budget for job in jobs if job.label_budget is not None))
+    return Collected(cases, pd.DataFrame(curve_rows), missing, budgets)
 
 
 def case_columns() -> List[str]:

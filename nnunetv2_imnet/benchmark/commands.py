@@ -42,15 +42,21 @@ def plan_and_preprocess(task: Task, plans: str) -> List[str]:
             "-pl", PLANNERS[plans], "-np", str(PROCESSES)]
 
 
+def preprocess(dataset: str, configuration: str, plans: str) -> List[str]:
+    """Preprocess a dataset that has plans already (a self-training student's pseudo-labelled dataset)."""
+    return ["nnUNetv2_preprocess", "-d", str(dataset_id(dataset)), "-c", configuration, "-plans_name", plans,
+            "-np", str(PROCESSES)]
+
+
 def train(job: Job, device: str, resume: bool) -> List[str]:
-    command = ["nnUNetv2_train", str(dataset_id(job.task.dataset)), job.task.configuration, str(job.fold),
+    command = ["nnUNetv2_train", str(dataset_id(job.model_dataset)), job.task.configuration, str(job.fold),
                "-tr", job.trainer_class, "-p", job.method.plans, "-device", device]
     return command + (["--c"] if resume else [])
 
 
 def predict(job: Job, input_folder: Path, output_folder: Path, device: str, tta: bool) -> List[str]:
     command = ["nnUNetv2_predict", "-i", str(input_folder), "-o", str(output_folder),
-               "-d", str(dataset_id(job.task.dataset)), "-c", job.task.configuration, "-tr", job.trainer_class,
+               "-d", str(dataset_id(job.model_dataset)), "-c", job.task.configuration, "-tr", job.trainer_class,
                "-p", job.method.plans, "-f", str(job.fold), "-device", device, "-npp", "1", "-nps", "1"]
     return command + ([] if tta else ["--disable_tta"])
 

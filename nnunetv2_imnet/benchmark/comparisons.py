@@ -1,6 +1,6 @@
-"""Every candidate arm against the baseline, and every regularised arm against its weight-0 control, per task and
-metric, with the case and with the fold as the unit; and the Dice each arm loses to test-time noise, for the same
-comparisons.
+"""Every candidate arm against the baseline, and the extra reference pairs (every regularised arm against its weight-0
+control, the unlabelled IMNet arm against nnU-Net self-training), per task and metric, with the case and with the
+fold as the unit; and the Dice each arm loses to test-time noise, for the same comparisons.
 
 Holm's adjustment runs over one call, i.e. one table of the report: every comparison made there (candidate x
 reference x metric x task) is one family, separately for the case-level Wilcoxon and the fold-level sign-flip
@@ -8,7 +8,7 @@ p-values.
 """
 from __future__ import annotations
 
-from typing import Mapping, Optional, Sequence
+from typing import Sequence, Tuple
 
 import pandas as pd
 
@@ -26,11 +26,11 @@ def per_case_means(frame: pd.DataFrame, metric: str) -> pd.Series:
 
 
 def compare_arms(frame: pd.DataFrame, baseline: str, metrics: Sequence[str],
-                 controls: Optional[Mapping[str, str]] = None) -> pd.DataFrame:
+                 pairs: Sequence[Tuple[str, str]] = ()) -> pd.DataFrame:
     """One row per task, metric (a column of ``frame``) and pair (``COLUMNS``); differences are method - reference.
 
-    Pairs: every method against ``baseline``, then every method in ``controls`` against its control, where the
-    task has both. Only the (fold, case) pairs both arms have enter, so a fold that one arm has not finished is
+    Pairs: every method against ``baseline``, then every ``(method, reference)`` of ``pairs``, where the task has
+    both. Only the (fold, case) pairs both arms have enter, so a fold that one arm has not finished is
     left out of both analyses; ``folds`` lists the folds compared.
     """
     rows = []
@@ -38,11 +38,10 @@ def compare_arms(frame: pd.DataFrame, baseline: str, metrics: Sequence[str],
         for metric in metrics:
             per_case = per_case_means(group, metric)
             methods = list(dict.fromkeys(per_case.index.get_level_values("method")))
-            pairs = [(method, baseline) for method in methods if baseline in methods and method != baseline]
-            pairs += [(arm, control) for arm, control in (controls or {}).items()
-                      if arm in methods and control in methods]
+            compared = [(method, baseline) for method in methods if baseline in methods and method != baseline]
+            compared += [(arm, reference) for arm, reference in pairs if arm in methods and reference in methods]
             rows += [[dataset, configuration, method, reference, metric,
-                      *_both_levels(per_case.loc[reference], per_case.loc[method])] for method, reference in pairs]
+                      *_both_levels(per_case.loc[reference], per_case.loc[method])] for method, reference in compared]
     table = pd.DataFrame(rows, columns=[c for c in COLUMNS if not c.endswith("_holm")])
     table.insert(COLUMNS.index("wilcoxon_p_holm"), "wilcoxon_p_holm", holm(table["wilcoxon_p"]))
     table.insert(COLUMNS.index("sign_flip_p_holm"), "sign_flip_p_holm", holm(table["sign_flip_p"]))

@@ -5,7 +5,7 @@ import json
 import math
 from dataclasses import asdict
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
@@ -14,10 +14,15 @@ from nnunetv2_imnet.benchmark.collect import Collected, cost_per_job
 from nnunetv2_imnet.benchmark.comparisons import compare_arms, noise_drops, per_case_means
 from nnunetv2_imnet.benchmark.convergence import (FRACTIONS, final_values, iterations_per_epoch, late_gain,
                                                   steps_to_target)
+from nnunetv2_imnet.benchmark.learning_curve import learning_curve, training_cases
+from nnunetv2_imnet.benchmark.markdown import table as markdown_table
 from nnunetv2_imnet.benchmark.metrics import METRICS
+from nnunetv2_imnet.benchmark.report_budgets import label_budget_section, learning_curve_section
 from nnunetv2_imnet.benchmark.report_plots import write_plots
-from nnunetv2_imnet.benchmark.spec import BenchmarkSpec
+from nnunetv2_imnet.benchmark.self_training import PSEUDO_LABEL_STAGE
+from nnunetv2_imnet.benchmark.spec import BenchmarkSpec, Job, Method, Task
 from nnunetv2_imnet.benchmark.stats import msd_ranking
+from nnunetv2_imnet.naming import BASELINE_TRAINER, SELF_TRAINING
 
 TASK = ["dataset", "configuration"]
 WHICH_TO_TRUST = (
@@ -52,6 +57,10 @@ CONTROL = (
     "control (`{controls}`): the same code, whose critic trains and whose MI is estimated, with no MI gradient "
     "reaching the network. Against the baseline, an arm's difference is everything the IMNet code path changes; "
     "against the control, it is the MI gradient alone, which is what IM-Net claims helps.")
+AGAINST_SELF_TRAINING = (
+    "Each IMNet arm that learns from unlabelled images is also compared against nnU-Net self-training on the same "
+    "label budget (`{pairs}`): both get each fold's same labelled and unlabelled cases, the one through the MI term, "
+    "the other through its teacher's pseudo-labels (the semi-supervised baseline nnU-Net's maintainers recommend).")
 
 
 def write_report(spec: BenchmarkSpec, collected: Collected, out_dir: Path, command: str,
@@ -61,8 +70,9 @@ def write_report(spec: BenchmarkSpec, collected: Collected, out_dir: Path, comma
     cases = collected.cases
     cases.to_csv(out_dir / "results.csv", index=False)
     baseline = spec.baseline.label
-    controls = spec.controls()
+    pairs = spec.reference_pairs()
     validation = cases[cases["evaluation"] == "validation"]
+    budgets = {budget.dataset: budget.labeled_cases for budget in collected.label_budgets}
     lines: List[str] = ["# Benchmark results", ""]
     if collected.missing:
         lines += [f"**Incomplete:** {len(collected.missing)} run(s) have not finished; every table below uses the "
@@ -77,12 +87,23 @@ def write_report(spec: BenchmarkSpec, collected: Collected, out_dir: Path, comma
     directions = {metric.name: metric.higher_is_better for metric in METRICS.values()}
     ranks = msd_ranking(_long(validation), directions) if not validation.empty else pd.DataFrame()
     for task, frame in validation.groupby(TASK, sort=False):
-        lines += [f"### {task[0]} / {task[1]}", "", *_leaderboard(frame, ranks, f"{task[0]}/{task[1]}"), ""]
+        labelled = f" ({budgets[task[0]]} labelled training case(s) a fold)" if task[0] in budgets else ""
+        lines += [f"### {task[0]} / {task[1]}{labelled}", "", *_leaderboard(frame, ranks, f"{task[0]}/{task[1]}"),
+                  ""]
         if frame.groupby("method")["fold"].apply(frozenset).nunique() > 1:
             lines += ["The methods cover different folds (see Runs), so these means are over different cases; the "
                       "ranking and the paired comparisons below use only the cases both methods have.", ""]
     lines += ["## Runs", "", *_runs_table(validation, collected), ""]
-    differences = compare_arms(validation, baseline, list(METRICS), controls)
+    curve = None
+    if collected.label_budgets:
+        full_label = None if spec.full_label_results is None else pd.read_csv(spec.full_label_results)
+        curve = learning_curve(validation, collected.label_budgets, list(METRICS),
+                               training_cases(spec, collected.label_budgets),
+                               None if full_label is None else full_label[full_label["evaluation"] == "validation"],
+                               f"from {spec.full_label_results}")
+        lines += ["## Label budgets", "", *label_budget_section(spec, collected.label_budgets), "",
+                  "## Learning curve", "", *learning_curve_section(curve), ""]
+    differences = compare_arms(validation, baseline, list(METRICS), pairs)
     lines += ["## Paired differences against the baseline and the control", "", WHICH_TO_TRUST, "",
               *_comparison_sections(differences, baseline)]
     lines += ["## Per fold (mean over each fold's validation cases)", "",
@@ -91,16 +112,17 @@ def write_report(spec: BenchmarkSpec, collected: Collected, out_dir: Path, comma
     test = cases[cases["evaluation"] == "test"]
     if not test.empty:
         lines += ["## Labelled test split (every fold's model, TTA)", "", *_summary_table(test), "",
-                  *_comparison_sections(compare_arms(test, baseline, list(METRICS), controls), baseline)]
-    lines += ["## Training cost (measured in the same runs)", "", *_cost_table(collected.training, baseline), ""]
+                  *_comparison_sections(compare_arms(test, baseline, list(METRICS), pairs), baseline)]
+    lines += ["## Training cost (measured in the same runs)", "",
+              *_cost_table(collected.training, baseline, spec.budget, timings or {}), ""]
     lines += ["## Convergence", "", *_convergence(collected.training, baseline, spec.budget), ""]
     noise = cases[~cases["evaluation"].isin(["validation", "test"])]
     if not noise.empty:
         lines += ["## Noise robustness (validation cases corrupted at test time, no TTA)", "",
                   "SNR = mean intensity of the voxels above the 10th percentile / noise sigma. For a dataset trained "
                   "under noise the conditions add noise on top of its already noisy images. Mean foreground Dice:", "",
-                  *_noise_table(noise), "", *_noise_comparison(noise, baseline, controls)]
-    plots = write_plots(spec, collected, differences, out_dir)
+                  *_noise_table(noise), "", *_noise_comparison(noise, baseline, pairs)]
+    plots = write_plots(spec, collected, differences, out_dir, curve)
     lines += ["## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots] + [""]
     lines += ["## Provenance", "", "Command:", "", "```", command, "```", "", "Specification:", "", "```json",
               json.dumps(_spec_dict(spec), indent=1), "```", ""]
@@ -134,7 +156,7 @@ def _runs_table(validation: pd.DataFrame, collected: Collected) -> List[str]:
         return ["(no run in this specification)"]
     rows = [[f"{d}/{c}", f"`{m}`", _folds(finished.get((d, c, m), [])), _folds(unfinished.get((d, c, m), []))]
             for d, c, m in keys]
-    return _markdown(["task", "method", "finished folds", "not finished"], rows)
+    return markdown_table(["task", "method", "finished folds", "not finished"], rows)
 
 
 def _folds(folds: Sequence[int]) -> str:
@@ -173,7 +195,7 @@ def _leaderboard(frame: pd.DataFrame, ranks: pd.DataFrame, task: str) -> List[st
                     + [_fmt(group.loc[group["class"] == c, m]) for m in METRICS for c in classes]
                     + [_fmt(per_case_means(group, m)) for m in METRICS]
                     + [f"{rank.iloc[0]:.2f}" if len(rank) else "n/a"])
-    return _markdown(header, rows)
+    return markdown_table(header, rows)
 
 
 def _comparison_sections(table: pd.DataFrame, baseline: str) -> List[str]:
@@ -181,19 +203,24 @@ def _comparison_sections(table: pd.DataFrame, baseline: str) -> List[str]:
     if table.empty:
         return [f"(no method to compare with the baseline `{baseline}` yet: both need a finished fold)", ""]
     compared = table[table["reference"] != baseline]
-    pairs = ", ".join(dict.fromkeys(f"{r.method}` vs `{r.reference}" for r in compared.itertuples()))
+    self_training = _against_self_training(compared)
+    texts = []
+    for text, rows in ((CONTROL, compared[~self_training]), (AGAINST_SELF_TRAINING, compared[self_training])):
+        if len(rows):
+            pairs = ", ".join(dict.fromkeys(f"{r.method}` vs `{r.reference}" for r in rows.itertuples()))
+            texts += [text.format(controls=pairs, pairs=pairs), ""]
     family = _family(table, baseline, "metric")
-    return ([CONTROL.format(controls=pairs), ""] if len(compared) else []) + [
+    return texts + [
         "### Fold level (unit: one trained model per arm and fold)", "", FOLD_LEVEL + " " + family, "",
         *_fold_table(table, _title), "",
         "### Case level (unit: case; each arm's trained models taken as fixed)", "", CASE_LEVEL + " " + family, "",
         *_case_table(table, _title), ""]
 
 
-def _noise_comparison(noise: pd.DataFrame, baseline: str, controls: Dict[str, str]) -> List[str]:
-    """The Dice each arm loses to every noise condition, paired against the baseline and the control."""
+def _noise_comparison(noise: pd.DataFrame, baseline: str, pairs: Sequence[Tuple[str, str]]) -> List[str]:
+    """The Dice each arm loses to every noise condition, paired against the baseline and the extra references."""
     conditions = [c for c in dict.fromkeys(noise["evaluation"]) if c != "clean"]
-    table = compare_arms(noise_drops(noise), baseline, conditions, controls)
+    table = compare_arms(noise_drops(noise), baseline, conditions, pairs)
     if table.empty:
         return []
     return ["### Dice lost to noise, paired against the baseline and the control", "",
@@ -204,16 +231,24 @@ def _noise_comparison(noise: pd.DataFrame, baseline: str, controls: Dict[str, st
 
 
 def _family(table: pd.DataFrame, baseline: str, what: str) -> str:
-    controls = " and every arm vs its control" if (table["reference"] != baseline).any() else ""
+    extra = table[table["reference"] != baseline]
+    self_training = _against_self_training(extra)
+    pairs = " and every arm vs its control" * bool((~self_training).any()) + \
+        f" and every unlabelled IMNet arm vs `{SELF_TRAINING}`" * bool(self_training.any())
     return (f"Holm's adjustment over the {len(table)} comparison(s) of this table (every candidate arm vs "
-            f"`{baseline}`{controls}, for each {what} and task); raw and adjusted p are both shown.")
+            f"`{baseline}`{pairs}, for each {what} and task); raw and adjusted p are both shown.")
+
+
+def _against_self_training(table: pd.DataFrame) -> pd.Series:
+    """Which comparisons of ``table`` are against nnU-Net self-training (on any plans)."""
+    return table["reference"].str.split("@").str[0] == SELF_TRAINING
 
 
 def _fold_table(table: pd.DataFrame, title: Callable[[str], str]) -> List[str]:
     rows = [[f"{r.dataset}/{r.configuration}", f"`{r.method}`", f"`{r.reference}`", title(r.metric), _folds(r.folds),
              f"{r.fold_difference:+.4f}", _interval(r.fold_ci_low, r.fold_ci_high), _p(r.sign_flip_p),
              _p(r.sign_flip_p_holm), _p(r.smallest_p)] for r in table.itertuples()]
-    return _markdown(["task", "method", "against", "metric", "folds", "difference", "95% CI", "sign-flip p",
+    return markdown_table(["task", "method", "against", "metric", "folds", "difference", "95% CI", "sign-flip p",
                       "Holm p", "smallest possible p"], rows)
 
 
@@ -222,7 +257,7 @@ def _case_table(table: pd.DataFrame, title: Callable[[str], str]) -> List[str]:
              f"{r.reference_mean:.4f}", f"{r.method_mean:.4f}", f"{r.case_difference:+.4f}",
              _interval(r.case_ci_low, r.case_ci_high), _p(r.wilcoxon_p), _p(r.wilcoxon_p_holm)]
             for r in table.itertuples()]
-    return _markdown(["task", "method", "against", "metric", "n", "reference mean", "method mean", "difference",
+    return markdown_table(["task", "method", "against", "metric", "n", "reference mean", "method mean", "difference",
                       "95% CI", "Wilcoxon p", "Holm p"], rows)
 
 
@@ -252,24 +287,27 @@ def _per_fold(frame: pd.DataFrame) -> List[str]:
                 rows.append([f"{dataset}/{configuration}", f"`{method}`", _title(metric)]
                             + [f"{per_fold.loc[f]:.4f}" if f in per_fold.index else "" for f in folds]
                             + [_fmt(per_fold)])
-    return _markdown(header, rows)
+    return markdown_table(header, rows)
 
 
 def _summary_table(frame: pd.DataFrame) -> List[str]:
     header = ["task", "method"] + [f"mean {_title(m)}" for m in METRICS]
     rows = [[f"{d}/{c}", f"`{m}`"] + [_fmt(per_case_means(g, metric)) for metric in METRICS]
             for (d, c, m), g in frame.groupby(TASK + ["method"], sort=False)]
-    return _markdown(header, rows)
+    return markdown_table(header, rows)
 
 
-def _cost_table(training: pd.DataFrame, baseline: str) -> List[str]:
+def _cost_table(training: pd.DataFrame, baseline: str, budget: str, timings: Dict[str, float]) -> List[str]:
     cost = cost_per_job(training)
     if cost.empty:
         return ["(no finished run)"]
+    students = bool((cost["trainer"] == SELF_TRAINING).any())
+    cost["with_teacher"] = _with_teacher(cost, budget, timings)
     keys = ["dataset", "configuration", "fold"]
     reference = cost[cost["method"] == baseline].set_index(keys)
     columns = ["seconds_per_iteration", "fastest_seconds_per_iteration", "peak_memory_mb"]
-    header = ["task", "method", "folds", "training (min)", "s / iteration", "ratio to baseline", "ratio per fold",
+    header = ["task", "method", "folds", "training (min)"] + ["incl. teacher (min)"] * students + [
+              "s / iteration", "ratio to baseline", "ratio per fold",
               "fastest epoch: s / iteration", "ratio to baseline", "peak memory (MB)", "ratio to baseline"]
     rows = []
     for (dataset, configuration, method), group in cost.groupby(["dataset", "configuration", "method"], sort=False):
@@ -277,8 +315,10 @@ def _cost_table(training: pd.DataFrame, baseline: str) -> List[str]:
         common = indexed.index.intersection(reference.index)
         ratios = (indexed.loc[common, columns] / reference.loc[common, columns]).sort_index()
         mean_ratio = {column: f"{ratios[column].mean():.3f}" if len(common) else "" for column in columns}
+        teacher = [_minutes(group["with_teacher"]) if (group["trainer"] == SELF_TRAINING).all() else ""]
         rows.append([f"{dataset}/{configuration}", f"`{method}`", str(len(group)),
-                     _minutes(group["training_minutes"]), f"{group['seconds_per_iteration'].mean():.3f}",
+                     _minutes(group["training_minutes"])] + teacher * students + [
+                     f"{group['seconds_per_iteration'].mean():.3f}",
                      mean_ratio["seconds_per_iteration"],
                      ", ".join(f"{fold}: {r:.2f}" for (*_, fold), r in ratios["seconds_per_iteration"].items()),
                      f"{group['fastest_seconds_per_iteration'].mean():.3f}",
@@ -294,7 +334,29 @@ def _cost_table(training: pd.DataFrame, baseline: str) -> List[str]:
                 "epoch that disagree, mean that the runs were loaded unequally: the fastest epoch is then the better "
                 "estimate, and `benchmarks/overhead.py` (both trainers alternated step by step on the same batches) "
                 "the measure to trust."]
-    return _markdown(header, rows) + note
+    if students:
+        note += ["", f"Incl. teacher: for `{SELF_TRAINING}`, per fold the student's training, its teacher's (the "
+                     f"`{BASELINE_TRAINER}` of the same label budget and fold) and the teacher's prediction of the "
+                     f"pseudo-labels (the stage's wall time in timings.json, its last attempt), in total: what the "
+                     f"self-training arm costs from scratch."]
+    return markdown_table(header, rows) + note
+
+
+def _with_teacher(cost: pd.DataFrame, budget: str, timings: Dict[str, float]) -> pd.Series:
+    """Per self-training row of ``cost_per_job``: its minutes, its teacher's and those of the pseudo-labelling (NaN
+    where one is unknown); NaN for the other arms."""
+    teachers = cost[cost["trainer"] == BASELINE_TRAINER].set_index(
+        ["dataset", "configuration", "plans", "fold"])["training_minutes"]
+
+    def total(row) -> float:
+        if row.trainer != SELF_TRAINING:
+            return math.nan
+        student = Job(Task(row.dataset, row.configuration), Method(row.trainer, row.plans), row.fold, budget)
+        pseudo_labels = timings.get(f"{PSEUDO_LABEL_STAGE} {student.label}", math.nan) / 60
+        teacher = teachers.get((row.dataset, row.configuration, row.plans, row.fold), math.nan)
+        return row.training_minutes + teacher + pseudo_labels
+
+    return pd.Series([total(row) for row in cost.itertuples()], index=cost.index, dtype=float)
 
 
 def _minutes(values: pd.Series) -> str:
@@ -331,7 +393,7 @@ def _convergence(training: pd.DataFrame, baseline: str, budget: str) -> List[str
              "the quarter before, a measured distance from the plateau (near 0: more steps of this schedule would "
              "not pay; clearly above 0: the budget stops runs that still learn). nnU-Net's EMA (weight 0.9) is "
              "shown for reference: over few epochs it lags the curve.", "",
-             *_markdown(header, rows), "",
+             *markdown_table(header, rows), "",
              f"### Steps to reach {' and '.join(f'{f:.0%}' for f in FRACTIONS)} of the baseline's final pseudo Dice",
              "", f"Target = fraction x the baseline's final pseudo Dice, where final = `{baseline}`'s pseudo Dice at "
              "its last epoch, averaged over its finished folds (one target per task for every method). Steps = "
@@ -344,7 +406,7 @@ def _convergence(training: pd.DataFrame, baseline: str, budget: str) -> List[str
                     f"{r.reached} of {len(r.folds)}", _steps(r.median), f"{_steps(r.fastest)} – {_steps(r.slowest)}",
                     ", ".join(f"{fold}: {_steps(s)}" for fold, s in zip(r.folds, r.steps))]
                    for r in targets.itertuples()]
-    return lines + _markdown(["task", "method", "target", "folds reaching it", "median steps", "range",
+    return lines + markdown_table(["task", "method", "target", "folds reaching it", "median steps", "range",
                               "steps per fold"], target_rows)
 
 
@@ -359,10 +421,4 @@ def _noise_table(noise: pd.DataFrame) -> List[str]:
     for (dataset, configuration, method), group in noise.groupby(["dataset", "configuration", "method"], sort=False):
         rows.append([f"{dataset}/{configuration}", f"`{method}`", _folds(group["fold"].unique())]
                     + [f"{per_case_means(group[group['evaluation'] == c], 'dice').mean():.4f}" for c in conditions])
-    return _markdown(header, rows)
-
-
-def _markdown(header: Sequence[str], rows: Sequence[Sequence[str]]) -> List[str]:
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
-
-
+    return markdown_table(header, rows)

@@ -1,5 +1,5 @@
 """The report's PNG figures: Dice per class, the paired fold-level differences, pseudo Dice and MI estimate against
-training steps, Dice under noise.
+training steps, Dice under noise, and the learning curve of a label-budget benchmark.
 
 One unit per axis; every line of a fold-level curve is labelled with its fold.
 """
@@ -22,6 +22,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from nnunetv2_imnet.benchmark.collect import Collected  # noqa: E402
 from nnunetv2_imnet.benchmark.convergence import (CURVE, FRACTIONS, baseline_final, iterations_per_epoch,  # noqa: E402
                                                   with_steps)
+from nnunetv2_imnet.benchmark.learning_curve import BUDGET  # noqa: E402
 from nnunetv2_imnet.benchmark.metrics import METRICS  # noqa: E402
 from nnunetv2_imnet.benchmark.spec import BenchmarkSpec  # noqa: E402
 
@@ -29,10 +30,15 @@ from nnunetv2_imnet.benchmark.spec import BenchmarkSpec  # noqa: E402
 FOLD_MARKERS = ("o", "s", "D", "^", "v")
 
 
-def write_plots(spec: BenchmarkSpec, collected: Collected, differences: pd.DataFrame, out_dir: Path) -> List[Path]:
+def write_plots(spec: BenchmarkSpec, collected: Collected, differences: pd.DataFrame, out_dir: Path,
+                curve: Optional[pd.DataFrame] = None) -> List[Path]:
     """Write every figure into ``out_dir``; return their paths in report order. ``differences``: the validation
-    split's paired comparisons (``comparisons.compare_arms``)."""
+    split's paired comparisons (``comparisons.compare_arms``); ``curve``: the learning curve's points
+    (``learning_curve.learning_curve``)."""
     written = []
+    for (source, configuration), points in curve.groupby(["source", "configuration"], sort=False) \
+            if curve is not None and not curve.empty else []:
+        written.append(learning_curve_plot(points, out_dir / f"learning_curve_{source}_{configuration}.png"))
     cases = collected.cases
     for (dataset, configuration), frame in cases[cases["evaluation"] == "validation"].groupby(
             ["dataset", "configuration"], sort=False):
@@ -193,6 +199,51 @@ def _dice_vs_snr(frame: pd.DataFrame, conditions: Dict[str, Optional[tuple]], pa
     fig.suptitle(f"{frame['dataset'].iloc[0]} / {frame['configuration'].iloc[0]}: validation cases under noise")
     fig.tight_layout()
     return _save(fig, path)
+
+
+def learning_curve_plot(points: pd.DataFrame, path: Path) -> Path:
+    """One panel per metric: each arm's mean over folds against the number of labelled cases a fold (log axis), with
+    its fold-level 95 % t-interval, and its full-label point (a star) where there is one."""
+    metrics = list(dict.fromkeys(points["metric"]))
+    methods = list(dict.fromkeys(points["method"]))
+    origins = [o for o in dict.fromkeys(points["origin"]) if o != BUDGET]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(6.5 * len(metrics), 5), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        for index, method in enumerate(methods):
+            rows = points[(points["metric"] == metric) & (points["method"] == method)].sort_values("labeled_cases")
+            for origin, style in [(BUDGET, dict(marker="o", linestyle="-"))] + \
+                    [(o, dict(marker=_FULL_LABEL_MARKERS[i % 3], linestyle="none")) for i, o in enumerate(origins)]:
+                line = rows[rows["origin"] == origin]
+                if len(line):
+                    ax.errorbar(line["labeled_cases"], line["mean"], yerr=_error_bars(line), color=f"C{index}",
+                                capsize=3, markersize=7, **style)
+        ticks = sorted(points["labeled_cases"].unique())
+        ax.set_xscale("log")
+        ax.minorticks_off()
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        title = METRICS[metric].title
+        ax.set(xlabel="labelled training cases per fold", ylabel=f"mean {title} (validation cases)", title=title)
+        ax.grid(alpha=0.3)
+    handles = [Line2D([], [], color=f"C{i}", marker="o", label=m) for i, m in enumerate(methods)]
+    handles += [Line2D([], [], color="0.3", linestyle="none", marker=_FULL_LABEL_MARKERS[i % 3], markersize=9,
+                       label=f"all labels ({origin})") for i, origin in enumerate(origins)]
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 3), fontsize=8, frameon=False)
+    folds = sorted({len(f) for f in points["folds"]})
+    fig.suptitle(f"{points['source'].iloc[0]} / {points['configuration'].iloc[0]}: learning curve, mean over "
+                 f"{'/'.join(map(str, folds))} fold(s); bars: 95% t-interval over the fold means (none with 1 fold)")
+    fig.tight_layout(rect=(0, 0.05 + 0.035 * math.ceil(len(handles) / 3), 1, 1))
+    return _save(fig, path)
+
+
+#: markers of the full-label points, one per origin (this run, an earlier run's results.csv)
+_FULL_LABEL_MARKERS = ("*", "P", "X")
+
+
+def _error_bars(rows: pd.DataFrame) -> np.ndarray:
+    """Asymmetric error bars from the CI columns; zero length where there is no interval."""
+    low = (rows["mean"] - rows["ci_low"]).fillna(0.0).to_numpy()
+    high = (rows["ci_high"] - rows["mean"]).fillna(0.0).to_numpy()
+    return np.vstack([low, high])
 
 
 def _marker(fold: int) -> str:

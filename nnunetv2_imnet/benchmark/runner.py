@@ -18,8 +18,10 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, TextIO, T
 
 from nnunetv2_imnet.benchmark import commands
 from nnunetv2_imnet.benchmark.archive import archive_job, restore_job
+from nnunetv2_imnet.benchmark.budget_stages import LabelBudgetStages, slug
+from nnunetv2_imnet.benchmark.label_budgets import channel_files
 from nnunetv2_imnet.benchmark.noise import corrupt_cases, derive_noisy_dataset
-from nnunetv2_imnet.benchmark.spec import BenchmarkSpec, Job
+from nnunetv2_imnet.benchmark.spec import BenchmarkSpec, Job, Task
 from nnunetv2_imnet.benchmark.training_log import fold_progress
 from nnunetv2_imnet.naming import CHECKPOINTS, find_dataset_folder, noisy_dataset_name, training_done
 from nnunetv2_imnet.training.budgets import BUDGETS
@@ -50,7 +52,7 @@ class Progress:
               f"time left ~{eta}] {message}", file=self.out, flush=True)
 
 
-class BenchmarkRunner:
+class BenchmarkRunner(LabelBudgetStages):
     #: seconds between the progress lines printed while a job trains
     progress_seconds = 30.0
 
@@ -100,12 +102,17 @@ class BenchmarkRunner:
                                                   self.spec.seed)
             names[noisy.dataset_id] = folder.name
             self.raw_folders[folder.name] = folder
+        for budget in self.spec.label_budgets(names):
+            self.link_label_budget(budget)
         return names
 
     def prepare(self, jobs: Sequence[Job]) -> None:
-        """``nnUNetv2_plan_and_preprocess`` for every (task, plans) that is not preprocessed yet."""
-        for task, plans in dict.fromkeys((j.task, j.method.plans) for j in jobs):
-            marker = self.spec.nnunet_preprocessed() / task.dataset / f".prepared_{plans}_{task.configuration}"
+        """``nnUNetv2_plan_and_preprocess`` for every (task, plans) that is not preprocessed yet (a label budget's
+        source for the budget), then the label budgets' folders and unlabelled images."""
+        planned = [j.task if j.label_budget is None else Task(j.label_budget.source, j.task.configuration)
+                   for j in jobs]
+        for task, plans in dict.fromkeys((t, j.method.plans) for t, j in zip(planned, jobs)):
+            marker = self.spec.prepared_marker(task.dataset, plans, task.configuration)
             command = commands.plan_and_preprocess(task, plans)
             if marker.is_file():
                 self._show(command, done=True)
@@ -114,6 +121,7 @@ class BenchmarkRunner:
                           stage=f"plan and preprocess {task.label} {plans}")
             if not self.dry_run:
                 marker.write_text(commands.render(command))
+        self.prepare_label_budgets(jobs)
 
     def run_job(self, job: Job, progress: Optional[Progress] = None) -> bool:
         """Train (or continue), predict the test split if it has labels, evaluate under noise. True if it ran.
@@ -121,7 +129,8 @@ class BenchmarkRunner:
         archive = None if self.dry_run or self.spec.archive is None else Path(self.spec.archive)
         if archive is not None and restore_job(self.spec, job, archive):
             print(f"# restored {job.label} from the archive {archive}", file=self.out, flush=True)
-        ran = self.train(job, progress)
+        ran = job.is_student and not training_done(self.spec.fold_dir(job)) and self.prepare_student(job, archive)
+        ran = self.train(job, progress) or ran
         ran = self.predict_test(job) or ran
         ran = self.evaluate_noise(job) or ran
         if archive is not None and training_done(self.spec.fold_dir(job)):
@@ -193,11 +202,10 @@ class BenchmarkRunner:
         complete = folder / ".complete"
         if complete.is_file():
             return
-        splits = json.loads((self.spec.nnunet_preprocessed() / job.task.dataset / "splits_final.json").read_text())
+        splits = json.loads(self.spec.splits_file(job.task.dataset).read_text())
         raw = self.raw_folders[job.task.dataset]
         ending = json.loads((raw / "dataset.json").read_text())["file_ending"]
-        cases = {case: sorted((raw / "imagesTr").glob(f"{case}_[0-9][0-9][0-9][0-9]{ending}"))
-                 for case in splits[job.fold]["val"]}
+        cases = {case: channel_files(raw / "imagesTr", case, ending) for case in splits[job.fold]["val"]}
         if folder.exists():
             shutil.rmtree(folder)
         folder.mkdir(parents=True)
@@ -269,16 +277,18 @@ class BenchmarkRunner:
         return self.spec.logs_dir() / f"{name}.log"
 
     def _train_log(self, job: Job) -> Path:
-        return self._log_file(f"train_{_slug(job.label)}")
+        return self._log_file(f"train_{slug(job.label)}")
 
     def _evaluation_log(self, job: Job, condition: str) -> Path:
-        return self._log_file(f"evaluate_{_slug(job.label)}_{condition}")
+        return self._log_file(f"evaluate_{slug(job.label)}_{condition}")
 
     def describe(self, job: Job) -> str:
         """What ``run_job`` runs and where its commands' output goes (after ``prepare_raw``): a SLURM task's log
         starts with it."""
         conditions = ["test"] * self._has_labelled_test_split(job) + [n for n, _ in self.spec.eval_conditions()]
-        return (f"{job.label}: nnUNetv2_train, then nnUNetv2_predict and nnUNetv2_evaluate_folder for "
+        student = (f"nnUNetv2_predict of the unlabelled cases by the teacher {self.spec.teacher(job).label}, "
+                   f"nnUNetv2_preprocess of {job.model_dataset}, ") if job.is_student else ""
+        return (f"{job.label}: {student}nnUNetv2_train, then nnUNetv2_predict and nnUNetv2_evaluate_folder for "
                 f"{', '.join(conditions)}\nfull logs: {self._train_log(job)} and {self._evaluation_log(job, '*')}")
 
     @contextmanager
@@ -323,10 +333,6 @@ def _alive(lock: Path) -> bool:
     except PermissionError:
         return True
     return pid != 0
-
-
-def _slug(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
 
 
 def _hms(seconds: float) -> str:

@@ -1,7 +1,9 @@
 """A SLURM job array for a benchmark: preparation, one task per training run, then the report.
 
 Each array task runs ``nnunetv2-imnet benchmark-job --index $SLURM_ARRAY_TASK_ID``, which trains (or continues)
-that run and evaluates it; a requeued or resubmitted task continues where it stopped. The commands log under
+that run and evaluates it; a requeued or resubmitted task continues where it stopped. Self-training students (the
+last jobs of a spec) are not in the array: ``submit.sh`` submits each as its own task of the same script, waiting
+for its teacher's array task (``afterok:<array job>_<teacher index>``). The commands log under
 ``WORK/logs/``, so every job's SLURM log (in ``WORK/logs/slurm/``) starts with what the job runs and where those logs
 are, and ends with its exit status and what to do after a failure.
 """
@@ -13,7 +15,8 @@ from pathlib import Path
 from typing import Dict, List, Mapping, Sequence, Tuple
 
 from nnunetv2_imnet.benchmark.commands import PROCESSES
-from nnunetv2_imnet.benchmark.spec import BenchmarkSpec
+from nnunetv2_imnet.benchmark.label_budgets import check_budgets, source_splits
+from nnunetv2_imnet.benchmark.spec import BenchmarkSpec, Job
 
 #: what each job asks for unless the user gives an option of the same name: fits any node. Preparation and a
 #: training task's evaluation run ``PROCESSES`` worker processes; the report runs in one process.
@@ -24,9 +27,17 @@ DEFAULT_OPTIONS: Dict[str, Tuple[str, ...]] = {
 }
 
 
-def count_jobs(spec: BenchmarkSpec) -> int:
-    datasets = len(spec.datasets) * len(spec.folds) + len(spec.noisy_datasets()) * len(spec.noise_folds)
-    return datasets * len(spec.configurations) * len(spec.methods())
+def student_submissions(spec: BenchmarkSpec, jobs: Sequence[Job]) -> List[str]:
+    """``submit.sh``'s lines that submit each self-training student's task after its teacher's array task; a student
+    whose teacher failed is cancelled (``--kill-on-invalid-dep``), so that the report still starts."""
+    lines = []
+    for index, job in enumerate(jobs):
+        if job.is_student:
+            teacher = jobs.index(spec.teacher(job))
+            lines += [f"# {job.label}: waits for its teacher, array index {teacher}",
+                      f'students="$students:$(sbatch --parsable --array={index} '
+                      f'--dependency=afterok:${{train}}_{teacher} --kill-on-invalid-dep=yes train.sbatch)"']
+    return lines
 
 
 def option_name(option: str) -> str:
@@ -57,7 +68,13 @@ def write_slurm_scripts(spec: BenchmarkSpec, folder: Path, options: Mapping[str,
     spec_file = shlex.quote(str(spec.work_path / "spec.json"))
     cli = f"{shlex.quote(sys.executable)} -m nnunetv2_imnet.cli"
     logs, slurm_logs = spec.logs_dir(), spec.logs_dir() / "slurm"
-    last = count_jobs(spec) - 1
+    names = spec.dataset_names()
+    for budget in spec.label_budgets(names):  # a budget too large for a fold fails here, not on the cluster
+        check_budgets(source_splits(Path(spec.raw) / budget.source, spec.nnunet_preprocessed() / budget.source,
+                                    write=False), [budget.labeled_cases], budget.source)
+    runs = spec.jobs(names)
+    last, array_last = len(runs) - 1, sum(not job.is_student for job in runs) - 1
+    students = student_submissions(spec, runs)
     jobs = {
         "prepare": (f"{cli} prepare --spec {spec_file}",
                     f"link, derive and preprocess the datasets (nnUNetv2_plan_and_preprocess -np {PROCESSES}); "
@@ -78,7 +95,7 @@ def write_slurm_scripts(spec: BenchmarkSpec, folder: Path, options: Mapping[str,
         output = "%x_%A_%a.log" if kind == "train" else "%x_%j.log"
         directives = [f"--job-name=imnet-{kind}", f"--output={slurm_logs}/{output}"]
         if kind == "train":
-            directives.append(f"--array=0-{last}")
+            directives.append(f"--array=0-{array_last}")
         directives += sbatch_options(kind, options.get(kind, ()))
         (folder / f"{kind}.sbatch").write_text(_job_script(directives, command, about, on_failure))
     submit = folder / "submit.sh"
@@ -90,8 +107,11 @@ def write_slurm_scripts(spec: BenchmarkSpec, folder: Path, options: Mapping[str,
         f"mkdir -p {shlex.quote(str(slurm_logs))}",
         "prepare=$(sbatch --parsable prepare.sbatch)",
         "train=$(sbatch --parsable --dependency=afterok:$prepare train.sbatch)",
-        "report=$(sbatch --parsable --dependency=afterany:$train report.sbatch)",
-        f'echo "submitted: prepare $prepare, train $train, report $report; their logs: {_quotable(slurm_logs)}"',
+        *(['students=""', *students] if students else []),
+        f"report=$(sbatch --parsable --dependency=afterany:$train{'$students' if students else ''} report.sbatch)",
+        f'echo "submitted: prepare $prepare, train $train, '
+        + ('self-training students${students//:/ }, ' if students else '')
+        + f'report $report; their logs: {_quotable(slurm_logs)}"',
     ]) + "\n")
     return submit
 

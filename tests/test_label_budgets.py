@@ -1,0 +1,344 @@
+"""Label budgets and nnU-Net self-training in the benchmark, without training: the draw of the labelled cases, the
+derived datasets' layout, the jobs a spec lists, the SLURM dependencies, the learning curve and the cost of
+self-training, with known values."""
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from fake_runs import finish_run
+from nnunetv2_imnet import cli
+from nnunetv2_imnet.benchmark.archive import archive_pseudo_labels, restore_pseudo_labels
+from nnunetv2_imnet.benchmark.collect import collect
+from nnunetv2_imnet.benchmark.label_budgets import (budget_splits, check_budgets, draw_labelled, link_preprocessed,
+                                                    link_raw_dataset, source_splits)
+from nnunetv2_imnet.benchmark.learning_curve import THIS_RUN, learning_curve
+from nnunetv2_imnet.benchmark.report import write_report
+from nnunetv2_imnet.benchmark.report_plots import learning_curve_plot
+from nnunetv2_imnet.benchmark.runner import BenchmarkRunner
+from nnunetv2_imnet.benchmark.self_training import PREDICTED_MARKER, build_student_dataset
+from nnunetv2_imnet.benchmark.spec import BenchmarkSpec, LabelBudget
+from nnunetv2_imnet.naming import TRAINING_CURVES
+
+pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")  # MONAI's own deprecated internal argument
+CASES = [f"c{i}" for i in range(10)]
+SOURCE = "Dataset990_IMNetDemo"
+NAMES = {990: SOURCE}
+BASE, IMNET, UNLABELLED, SELF = "nnUNetTrainer", "nnUNetTrainerIMNet", "nnUNetTrainerIMNet_Unlabelled", \
+    "nnUNetSelfTraining"
+L1, L2 = "Dataset700_IMNetDemoL1", "Dataset701_IMNetDemoL2"
+
+
+def _spec(tmp_path: Path, work: str = "work", **fields) -> BenchmarkSpec:
+    values = {"raw": str(tmp_path / "raw"), "work": str(tmp_path / work), "datasets": [990], "budget": "smoke",
+              "device": "cpu", "eval_noise": [], "folds": [0], "trainers": [BASE, SELF], "labeled_cases": [1],
+              "full_labels": False, **fields}
+    return BenchmarkSpec(**values).validate()
+
+
+def _source(tmp_path: Path) -> tuple:
+    """A raw dataset of ``CASES`` (empty files with nnU-Net's names) and its preprocessed folder as nnU-Net plans it."""
+    raw, preprocessed = tmp_path / "raw" / SOURCE, tmp_path / "preprocessed" / SOURCE
+    for folder in ("imagesTr", "labelsTr", "imagesTs"):
+        (raw / folder).mkdir(parents=True)
+    for case in CASES:
+        (raw / "imagesTr" / f"{case}_0000.nii.gz").touch()
+        (raw / "labelsTr" / f"{case}.nii.gz").touch()
+    (raw / "dataset.json").write_text(json.dumps({"file_ending": ".nii.gz", "labels": {"background": 0, "a": 1}}))
+    for folder in ("nnUNetPlans_3d_fullres", "gt_segmentations"):
+        (preprocessed / folder).mkdir(parents=True)
+    plans = {"dataset_name": SOURCE, "plans_name": "nnUNetPlans",
+             "configurations": {"3d_fullres": {"data_identifier": "nnUNetPlans_3d_fullres"}}}
+    (preprocessed / "nnUNetPlans.json").write_text(json.dumps(plans))
+    for name in ("dataset.json", "dataset_fingerprint.json"):
+        (preprocessed / name).write_text(json.dumps({"file": name}))
+    return raw, preprocessed
+
+
+# ---------------------------------------------------------------------------------------------- the draw
+def test_labelled_cases_are_seeded_nested_and_independent_of_the_order_given() -> None:
+    assert draw_labelled(CASES, 1, seed=0, fold=0) == ["c4"]
+    assert draw_labelled(CASES, 4, seed=0, fold=0) == ["c2", "c4", "c6", "c7"]
+    assert draw_labelled(list(reversed(CASES)), 4, seed=0, fold=0) == ["c2", "c4", "c6", "c7"]
+    assert draw_labelled(CASES, 2, seed=0, fold=1) == ["c1", "c9"]  # each fold its own draw
+    assert draw_labelled(CASES, 2, seed=1, fold=0) == ["c4", "c8"]  # and each seed
+    for n in range(1, 10):
+        assert set(draw_labelled(CASES, n, 0, 0)) < set(draw_labelled(CASES, n + 1, 0, 0))
+
+
+def test_the_source_split_is_nnunets_and_is_written_only_when_asked(tmp_path: Path) -> None:
+    raw, preprocessed = _source(tmp_path)
+    from nnunetv2.utilities.crossval_split import generate_crossval_split
+    expected = generate_crossval_split(CASES, seed=12345, n_splits=5)
+    splits = source_splits(raw, preprocessed, write=False)
+    assert [(s["train"], s["val"]) for s in splits] == [(list(e["train"]), list(e["val"])) for e in expected]
+    assert not (preprocessed / "splits_final.json").exists()
+    source_splits(raw, preprocessed, write=True)
+    assert json.loads((preprocessed / "splits_final.json").read_text()) == splits
+    custom = [{"train": CASES[2:], "val": CASES[:2]}] * 5  # a split the user gave nnU-Net is the one used
+    (preprocessed / "splits_final.json").write_text(json.dumps(custom))
+    assert source_splits(raw, preprocessed, write=True) == custom
+
+
+def test_a_budget_split_keeps_the_folds_validation_and_lists_the_other_training_cases_as_unlabelled() -> None:
+    source = [{"train": [c for c in CASES if c not in CASES[2 * f:2 * f + 2]], "val": CASES[2 * f:2 * f + 2]}
+              for f in range(5)]
+    budget = budget_splits(source, 2, seed=0)
+    assert len(budget) == 5
+    for fold, entry in enumerate(budget):
+        assert set(entry) == {"train", "val", "unlabelled", "cv_fold", "labeled_cases", "label_seed"}
+        assert entry["train"] == draw_labelled(source[fold]["train"], 2, 0, fold) and len(entry["train"]) == 2
+        assert entry["val"] == source[fold]["val"]
+        assert sorted(entry["train"] + entry["unlabelled"]) == sorted(source[fold]["train"])
+        assert (entry["cv_fold"], entry["labeled_cases"], entry["label_seed"]) == (fold, 2, 0)
+    check_budgets(source, [1, 7], "D")
+    with pytest.raises(ValueError, match=r"Label budget\(s\) \[8\] of D are not below every fold's number of "
+                                         r"training cases \(the smallest fold has 8\); use budgets from 1 to 7"):
+        check_budgets(source, [1, 8], "D")
+
+
+# ---------------------------------------------------------------------------------------------- derived datasets
+def test_a_budget_dataset_links_its_sources_files_and_has_its_own_plans_name_and_split(tmp_path: Path) -> None:
+    raw, preprocessed = _source(tmp_path)
+    target_raw, target = tmp_path / "raw" / L1, tmp_path / "preprocessed" / L1
+    splits = budget_splits(source_splits(raw, preprocessed, write=False), 1, seed=0)
+    for _ in range(2):  # running it again changes nothing
+        link_raw_dataset(raw, target_raw)
+        link_preprocessed(preprocessed, target, "nnUNetPlans", "3d_fullres", splits)
+    for folder in ("imagesTr", "labelsTr", "imagesTs"):
+        assert (target_raw / folder).is_symlink() and (target_raw / folder).resolve() == raw / folder
+    assert not (target_raw / "labelsTs").exists()  # the source has none
+    for folder in ("nnUNetPlans_3d_fullres", "gt_segmentations"):  # the same preprocessed data, not a copy
+        assert (target / folder).is_symlink() and (target / folder).resolve() == preprocessed / folder
+    plans = json.loads((target / "nnUNetPlans.json").read_text())
+    assert plans == {**json.loads((preprocessed / "nnUNetPlans.json").read_text()), "dataset_name": L1}
+    assert json.loads((target / "dataset_fingerprint.json").read_text()) == {"file": "dataset_fingerprint.json"}
+    assert json.loads((target / "splits_final.json").read_text()) == splits
+
+
+def test_a_students_dataset_has_true_labels_for_labelled_and_validation_cases_and_pseudo_labels_else(
+        tmp_path: Path) -> None:
+    raw, preprocessed = _source(tmp_path)
+    budget_raw, budget = tmp_path / "raw" / L2, tmp_path / "preprocessed" / L2
+    link_raw_dataset(raw, budget_raw)
+    link_preprocessed(preprocessed, budget, "nnUNetPlans", "3d_fullres",
+                      budget_splits(source_splits(raw, preprocessed, write=False), 2, seed=0))
+    entry = json.loads((budget / "splits_final.json").read_text())[1]
+    pseudo = tmp_path / "pseudo" / "predictions"
+    pseudo.mkdir(parents=True)
+    student_raw, student = tmp_path / "raw" / "Dataset801_IMNetDemoL2F1Pseudo", \
+        tmp_path / "preprocessed" / "Dataset801_IMNetDemoL2F1Pseudo"
+    with pytest.raises(FileNotFoundError, match=r"lack 6 case\(s\)"):
+        build_student_dataset(budget_raw, budget, pseudo, student_raw, student, "nnUNetPlans", 1)
+    for case in entry["unlabelled"]:
+        (pseudo / f"{case}.nii.gz").touch()
+    build_student_dataset(budget_raw, budget, pseudo, student_raw, student, "nnUNetPlans", 1)
+    labels = {path.name: path.resolve() for path in (student_raw / "labelsTr").iterdir()}
+    assert labels == {f"{c}.nii.gz": raw / "labelsTr" / f"{c}.nii.gz" for c in entry["train"] + entry["val"]} | \
+        {f"{c}.nii.gz": pseudo / f"{c}.nii.gz" for c in entry["unlabelled"]}
+    assert len(list((student_raw / "imagesTr").iterdir())) == 10
+    assert json.loads((student_raw / "dataset.json").read_text())["numTraining"] == 10
+    splits = json.loads((student / "splits_final.json").read_text())
+    assert len(splits) == 5 and all(s == splits[1] for s in splits)  # nnU-Net reads entry 1 only
+    assert splits[1]["train"] == sorted(entry["train"] + entry["unlabelled"]) and splits[1]["val"] == entry["val"]
+    assert json.loads((student / "nnUNetPlans.json").read_text())["dataset_name"] == student.name
+    assert (student / "dataset_fingerprint.json").is_file()  # nnUNetv2_train copies it to the model folder
+
+
+# ---------------------------------------------------------------------------------------------- the spec's jobs
+def test_every_arm_trains_at_every_budget_and_the_students_come_last_without_touching_the_disk(tmp_path) -> None:
+    spec = _spec(tmp_path, trainers=[BASE, IMNET, UNLABELLED, SELF], labeled_cases=[1, 2], folds=[0, 1],
+                 full_labels=True)
+    jobs = spec.jobs(NAMES)
+    assert not (tmp_path / "work").exists()
+    full = [(j.task.dataset, j.method.trainer, j.fold) for j in jobs if j.label_budget is None]
+    assert full == [(SOURCE, BASE, 0), (SOURCE, IMNET, 0), (SOURCE, BASE, 1), (SOURCE, IMNET, 1)]  # supervised only
+    budgets = [(j.task.dataset, j.labeled_cases, j.fold, j.method.trainer) for j in jobs[4:-4]]
+    assert budgets == [(name, n, fold, arm) for name, n in ((L1, 1), (L2, 2)) for fold in (0, 1)
+                       for arm in (BASE, IMNET, UNLABELLED)]
+    students = jobs[-4:]
+    assert [(j.task.dataset, j.model_dataset, j.fold) for j in students] == [
+        (L1, "Dataset800_IMNetDemoL1F0Pseudo", 0), (L1, "Dataset801_IMNetDemoL1F1Pseudo", 1),
+        (L2, "Dataset802_IMNetDemoL2F0Pseudo", 0), (L2, "Dataset803_IMNetDemoL2F1Pseudo", 1)]
+    student = students[0]
+    assert student.is_student and student.method.label == SELF and student.trainer_class == "nnUNetTrainer_smoke"
+    assert spec.model_dir(student) == tmp_path / "work" / "nnUNet_results" / "Dataset800_IMNetDemoL1F0Pseudo" / \
+        "nnUNetTrainer_smoke__nnUNetPlans__3d_fullres"
+    assert spec.teacher(student) == jobs[4] and jobs[4].method.trainer == BASE  # the baseline of its budget and fold
+    assert spec.reference_pairs() == [(UNLABELLED, SELF)]
+    assert len(_spec(tmp_path, trainers=[BASE, IMNET], labeled_cases=[1, 2], folds=[0, 1]).jobs(NAMES)) == 8
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"labeled_cases": [2, 1]}, r"labeled_cases \[2, 1\] must be distinct whole numbers >= 1 in increasing order"),
+    ({"labeled_cases": [0, 1]}, r"must be distinct whole numbers >= 1"),
+    ({"labeled_cases": []}, r"\['nnUNetSelfTraining'\] learn from unlabelled cases, which only label budgets have"),
+    ({"labeled_cases": [], "trainers": [BASE, UNLABELLED]}, r"\['nnUNetTrainerIMNet_Unlabelled'\] learn from"),
+    ({"labeled_cases": [], "trainers": [BASE]}, "full_labels is off but there are no label budgets"),
+    ({"folds": []}, r"Label budgets \[1\] train on --folds, and none is given"),
+    ({"datasets": [700]}, r"Source dataset id\(s\) \[700\] collide with the ids 700\+ of the label budgets"),
+])
+def test_a_spec_with_label_budgets_refuses_what_cannot_run(tmp_path, fields, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        _spec(tmp_path, **fields).jobs({700: "Dataset700_X"})
+
+
+def test_full_label_results_must_exist(tmp_path) -> None:
+    with pytest.raises(FileNotFoundError, match="full_label_results .*missing.csv is not a file"):
+        _spec(tmp_path, full_label_results=str(tmp_path / "missing.csv"))
+
+
+def test_a_budget_as_large_as_a_folds_training_cases_stops_before_anything_runs(synthetic_raw, tmp_path) -> None:
+    with pytest.raises(SystemExit, match=r"error: Label budget\(s\) \[8\] of Dataset990_IMNetDemo are not below"):
+        cli.main(["benchmark", "--raw", str(synthetic_raw), "--work", str(tmp_path / "work"), "-d", "990",
+                  "--folds", "0", "--labeled-cases", "8", "--budget", "smoke", "--device", "cpu", "--dry-run"])
+
+
+def test_dry_run_lists_the_students_commands_after_its_teachers(synthetic_raw, tmp_path, capsys) -> None:
+    work = tmp_path / "work"
+    cli.main(["benchmark", "--raw", str(synthetic_raw), "--work", str(work), "-d", "990", "--folds", "0",
+              "--labeled-cases", "2", "1", "--trainers", BASE, SELF, "--budget", "smoke", "--device", "cpu",
+              "--eval-noise", "--dry-run"])
+    out = capsys.readouterr().out
+    assert not work.exists()
+    assert "# derive Dataset700_IMNetDemoL1: 1 labelled case(s) a fold of Dataset990_IMNetDemo (seed 0)" in out
+    commands = [line for line in out.splitlines() if line.startswith("nnUNetv2_")]
+    student = [c for c in commands if "Dataset800_IMNetDemoL1F0Pseudo" in c or " 800 " in c]
+    teacher = commands.index("nnUNetv2_train 700 3d_fullres 0 -tr nnUNetTrainer_smoke -p nnUNetPlans -device cpu")
+    assert student[0] == (f"nnUNetv2_predict -i {work}/pseudo_labels/Dataset800_IMNetDemoL1F0Pseudo/inputs -o "
+                          f"{work}/pseudo_labels/Dataset800_IMNetDemoL1F0Pseudo/predictions -d 700 -c 3d_fullres -tr "
+                          f"nnUNetTrainer_smoke -p nnUNetPlans -f 0 -device cpu -npp 1 -nps 1")  # with TTA
+    assert student[1:3] == ["nnUNetv2_preprocess -d 800 -c 3d_fullres -plans_name nnUNetPlans -np 2",
+                            "nnUNetv2_train 800 3d_fullres 0 -tr nnUNetTrainer_smoke -p nnUNetPlans -device cpu"]
+    assert commands.index(student[0]) > teacher
+    assert "# build Dataset800_IMNetDemoL1F0Pseudo: the 1 labelled and the validation cases" in out
+    trainings = [c.split(" -p ")[0] for c in commands if c.startswith("nnUNetv2_train")]
+    assert trainings == [f"nnUNetv2_train {d} 3d_fullres 0 -tr nnUNetTrainer_smoke" for d in (990, 700, 701, 800, 801)]
+
+
+# ---------------------------------------------------------------------------------------------- SLURM
+def test_slurm_submits_each_student_after_its_teachers_array_task(synthetic_raw, tmp_path, capsys) -> None:
+    work, scripts, bin_folder = tmp_path / "work", tmp_path / "slurm", tmp_path / "bin"
+    cli.main(["benchmark", "--raw", str(synthetic_raw), "--work", str(work), "-d", "990", "--folds", "0", "1",
+              "--labeled-cases", "1", "2", "--trainers", BASE, SELF, "--no-full-labels", "--budget", "smoke",
+              "--device", "cpu", "--eval-noise", "--slurm", str(scripts)])
+    # teachers: L1 fold 0, L1 fold 1, L2 fold 0, L2 fold 1 (indices 0-3); their students 4-7 in the same order
+    assert "#SBATCH --array=0-3\n" in (scripts / "train.sbatch").read_text()
+    submit = (scripts / "submit.sh").read_text()
+    for student, teacher in ((4, 0), (5, 1), (6, 2), (7, 3)):
+        assert (f'students="$students:$(sbatch --parsable --array={student} --dependency=afterok:${{train}}_{teacher} '
+                f'--kill-on-invalid-dep=yes train.sbatch)"') in submit
+    assert "report=$(sbatch --parsable --dependency=afterany:$train$students report.sbatch)" in submit
+    bin_folder.mkdir()  # a stand-in sbatch that records its arguments and answers job ids 100, 101, ...
+    (bin_folder / "sbatch").write_text('#!/bin/bash\necho "$*" >> "$SBATCH_CALLS"\n'
+                                       'n=$(wc -l < "$SBATCH_CALLS")\necho $((99 + n))\n')
+    (bin_folder / "sbatch").chmod(0o755)
+    calls = tmp_path / "calls"
+    subprocess.run(["bash", str(scripts / "submit.sh")], check=True, capture_output=True,
+                   env={**os.environ, "PATH": f"{bin_folder}:{os.environ['PATH']}", "SBATCH_CALLS": str(calls)})
+    lines = calls.read_text().splitlines()
+    assert lines[1] == "--parsable --dependency=afterok:100 train.sbatch"
+    assert lines[2] == "--parsable --array=4 --dependency=afterok:101_0 --kill-on-invalid-dep=yes train.sbatch"
+    assert lines[-1] == "--parsable --dependency=afterany:101:102:103:104:105 report.sbatch"
+    with pytest.raises(SystemExit, match="error: The teacher of Dataset700_IMNetDemoL1/3d_fullres nnUNetSelfTraining "
+                                         "fold 0, .* has not finished training"):
+        cli.main(["benchmark-job", "--spec", str(work / "spec.json"), "--index", "4"])
+
+
+# ---------------------------------------------------------------------------------------------- self-training stages
+def test_a_student_without_its_teachers_model_or_pseudo_labels_says_what_to_do(tmp_path) -> None:
+    spec = _spec(tmp_path)
+    teacher, student = spec.jobs(NAMES)
+    runner = BenchmarkRunner(spec, out=io.StringIO())
+    with pytest.raises(FileNotFoundError, match=r"has not finished training .*Train it first"):
+        runner.predict_pseudo_labels(student)
+    finish_run(spec, teacher, dice=[0.5], curve=[0.5])
+    fold = spec.fold_dir(teacher)
+    (fold / TRAINING_CURVES).write_text("{}")
+    (fold / "checkpoint_final.pth").unlink()  # as restored from an archive
+    with pytest.raises(FileNotFoundError, match=r"was restored from an archive, which keeps no model\. Retrain the "
+                                                rf"teacher: delete {re.escape(str(fold))}"):
+        runner.predict_pseudo_labels(student)
+
+
+def test_pseudo_labels_are_archived_and_continue_a_student_on_a_fresh_machine(tmp_path) -> None:
+    spec, archive = _spec(tmp_path), tmp_path / "archive"
+    student = spec.jobs(NAMES)[-1]
+    folder = spec.pseudo_label_dir(student)
+    (folder / "predictions").mkdir(parents=True)
+    (folder / "predictions" / "c1.nii.gz").write_text("label")
+    archive_pseudo_labels(spec, student, archive)
+    assert not (archive / "pseudo_labels").exists()  # unfinished predictions are not archived
+    (folder / PREDICTED_MARKER).write_text("{}")
+    archive_pseudo_labels(spec, student, archive)
+    fresh = _spec(tmp_path, work="fresh")
+    assert restore_pseudo_labels(fresh, student, archive)
+    restored = fresh.pseudo_label_dir(student)
+    assert (restored / "predictions" / "c1.nii.gz").read_text() == "label"
+    assert not restore_pseudo_labels(fresh, student, archive)
+    assert not BenchmarkRunner(fresh, out=io.StringIO()).predict_pseudo_labels(student)  # no teacher needed
+
+
+# ---------------------------------------------------------------------------------------------- the report
+def _validation(rows: list) -> pd.DataFrame:
+    """results.csv's validation rows from ``(dataset, method, fold, [Dice per case])``: NSD = Dice, both classes
+    alike."""
+    return pd.DataFrame([{"dataset": dataset, "configuration": "3d_fullres", "method": method, "fold": fold,
+                          "case": f"{fold}_{i}", "class": cls, "evaluation": "validation", "dice": value,
+                          "nsd": value}
+                         for dataset, method, fold, values in rows for i, value in enumerate(values)
+                         for cls in ("a", "b")])
+
+
+def test_the_learning_curve_is_the_mean_of_the_fold_means_with_a_t_interval_and_full_label_points_on_its_folds(
+        tmp_path) -> None:
+    budgets = [LabelBudget(SOURCE, 1, L1), LabelBudget(SOURCE, 2, L2)]
+    validation = _validation([(L1, "A", 0, [0.4, 0.6]), (L1, "A", 1, [0.6]), (L1, "A", 2, [0.65, 0.75]),
+                              (L2, "A", 0, [0.8]), (SOURCE, "A", 0, [0.9]), (SOURCE, "A", 1, [0.95])])
+    earlier = _validation([(SOURCE, "A", 0, [0.1]), (SOURCE, "B", 0, [0.85]), (SOURCE, "B", 1, [0.85]),
+                           (SOURCE, "B", 3, [0.0])])  # fold 3: no budget has it, so it is left out
+    cases = {SOURCE: {0: 8, 1: 7, 2: 8, 3: 8}}
+    curve = learning_curve(validation, budgets, ["dice", "nsd"], cases, earlier, "from earlier.csv")
+    dice = curve[curve["metric"] == "dice"].set_index(["method", "labeled_cases", "origin"])
+    one = dice.loc[("A", 1, "label budget")]  # fold means 0.5, 0.6, 0.7: sd 0.1, t(0.975, 2) = 4.3027
+    assert one["folds"] == [0, 1, 2] and one["mean"] == pytest.approx(0.6)
+    assert (one["ci_low"], one["ci_high"]) == pytest.approx((0.6 - 0.2484138, 0.6 + 0.2484138))
+    two = dice.loc[("A", 2, "label budget")]
+    assert two["mean"] == pytest.approx(0.8) and math.isnan(two["ci_low"])  # one fold: no interval
+    assert dice.loc[("A", 7.5, THIS_RUN), "mean"] == pytest.approx(0.925)  # x: folds 0 and 1 have 8 and 7 cases
+    earlier_point = dice.loc[("B", 7.5, "from earlier.csv")]
+    assert earlier_point["mean"] == pytest.approx(0.85) and earlier_point["folds"] == [0, 1]
+    assert len(dice) == 4  # A's earlier full-label result gives way to this run's
+    assert list(dict.fromkeys(curve["method"])) == ["A", "B"]
+    path = learning_curve_plot(curve, tmp_path / "curve.png")
+    assert path.stat().st_size > 5_000
+
+
+def test_the_report_of_a_budget_shows_its_labelled_cases_and_what_self_training_costs_with_its_teacher(
+        tmp_path) -> None:
+    spec = _spec(tmp_path)
+    teacher, student = spec.jobs(NAMES)
+    for job, dice in ((teacher, [0.5, 0.7]), (student, [0.6, 0.8])):
+        finish_run(spec, job, dice=dice, curve=[0.2, 0.4, 0.6], seconds=[2.0, 2.0, 2.0])  # 5 min of training
+    splits = spec.nnunet_preprocessed() / L1 / "splits_final.json"
+    splits.parent.mkdir(parents=True)
+    splits.write_text(json.dumps([{"train": ["c4"], "val": ["c0", "c1"], "unlabelled": CASES[2:4] + CASES[5:]}] * 5))
+    timings = {f"predict pseudo-labels {student.label}": 60.0}
+    path = write_report(spec, collect(spec, [teacher, student]), tmp_path / "results", "test", timings)
+    text, frame = path.read_text(), pd.read_csv(path.parent / "results.csv")
+    assert set(frame["labeled_cases"]) == {1} and set(frame["method"]) == {BASE, SELF}
+    assert f"### {L1} / 3d_fullres (1 labelled training case(s) a fold)" in text
+    assert f"| {L1} | 1 | 0 | c4 | 7 | 2 |" in text and "Seed: 0." in text
+    assert "| training (min) | incl. teacher (min) |" in text
+    assert f"| {L1}/3d_fullres | `{SELF}` | 1 | 5 | 11 |" in text  # 5 + the teacher's 5 + 1 of pseudo-labelling
+    assert f"| {L1}/3d_fullres | `{BASE}` | 1 | 5 |  |" in text
+    assert f"| {L1}/3d_fullres | `{SELF}` | `{BASE}` | Dice ↑ | 0 | +0.1000 |" in text
+    assert (path.parent / f"learning_curve_{SOURCE}_3d_fullres.png").is_file()
