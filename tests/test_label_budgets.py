@@ -25,6 +25,7 @@ from nnunetv2_imnet.benchmark.report import write_report
 from nnunetv2_imnet.benchmark.report_plots import learning_curve_plot
 from nnunetv2_imnet.benchmark.runner import BenchmarkRunner
 from nnunetv2_imnet.benchmark.self_training import PREDICTED_MARKER, build_student_dataset
+from nnunetv2_imnet.benchmark.slurm import index_ranges
 from nnunetv2_imnet.benchmark.spec import BenchmarkSpec, LabelBudget
 from nnunetv2_imnet.naming import TRAINING_CURVES
 
@@ -154,17 +155,17 @@ def test_a_students_dataset_has_true_labels_for_labelled_and_validation_cases_an
 
 
 # ---------------------------------------------------------------------------------------------- the spec's jobs
-def test_every_arm_trains_at_every_budget_and_the_students_come_last_without_touching_the_disk(tmp_path) -> None:
+def test_every_arm_trains_at_every_budget_each_fold_with_its_student_without_touching_the_disk(tmp_path) -> None:
     spec = _spec(tmp_path, trainers=[BASE, IMNET, UNLABELLED, SELF], labeled_cases=[1, 2], folds=[0, 1],
                  full_labels=True)
     jobs = spec.jobs(NAMES)
     assert not (tmp_path / "work").exists()
     full = [(j.task.dataset, j.method.trainer, j.fold) for j in jobs if j.label_budget is None]
     assert full == [(SOURCE, BASE, 0), (SOURCE, IMNET, 0), (SOURCE, BASE, 1), (SOURCE, IMNET, 1)]  # supervised only
-    budgets = [(j.task.dataset, j.labeled_cases, j.fold, j.method.trainer) for j in jobs[4:-4]]
+    budgets = [(j.task.dataset, j.labeled_cases, j.fold, j.method.trainer) for j in jobs[4:]]
     assert budgets == [(name, n, fold, arm) for name, n in ((L1, 1), (L2, 2)) for fold in (0, 1)
-                       for arm in (BASE, IMNET, UNLABELLED)]
-    students = jobs[-4:]
+                       for arm in (BASE, IMNET, UNLABELLED, SELF)]  # a budget's fold complete before the next
+    students = [job for job in jobs if job.is_student]
     assert [(j.task.dataset, j.model_dataset, j.fold) for j in students] == [
         (L1, "Dataset800_IMNetDemoL1F0Pseudo", 0), (L1, "Dataset801_IMNetDemoL1F1Pseudo", 1),
         (L2, "Dataset802_IMNetDemoL2F0Pseudo", 0), (L2, "Dataset803_IMNetDemoL2F1Pseudo", 1)]
@@ -221,7 +222,7 @@ def test_dry_run_lists_the_students_commands_after_its_teachers(synthetic_raw, t
     assert commands.index(student[0]) > teacher
     assert "# build Dataset800_IMNetDemoL1F0Pseudo: the 1 labelled and the validation cases" in out
     trainings = [c.split(" -p ")[0] for c in commands if c.startswith("nnUNetv2_train")]
-    assert trainings == [f"nnUNetv2_train {d} 3d_fullres 0 -tr nnUNetTrainer_smoke" for d in (990, 700, 701, 800, 801)]
+    assert trainings == [f"nnUNetv2_train {d} 3d_fullres 0 -tr nnUNetTrainer_smoke" for d in (990, 700, 800, 701, 801)]
 
 
 # ---------------------------------------------------------------------------------------------- SLURM
@@ -230,10 +231,10 @@ def test_slurm_submits_each_student_after_its_teachers_array_task(synthetic_raw,
     cli.main(["benchmark", "--raw", str(synthetic_raw), "--work", str(work), "-d", "990", "--folds", "0", "1",
               "--labeled-cases", "1", "2", "--trainers", BASE, SELF, "--no-full-labels", "--budget", "smoke",
               "--device", "cpu", "--eval-noise", "--slurm", str(scripts)])
-    # teachers: L1 fold 0, L1 fold 1, L2 fold 0, L2 fold 1 (indices 0-3); their students 4-7 in the same order
-    assert "#SBATCH --array=0-3\n" in (scripts / "train.sbatch").read_text()
+    # per budget and fold the teacher, then its student: L1 fold 0 (0, 1), L1 fold 1 (2, 3), L2 fold 0 (4, 5), ...
+    assert "#SBATCH --array=0,2,4,6\n" in (scripts / "train.sbatch").read_text()
     submit = (scripts / "submit.sh").read_text()
-    for student, teacher in ((4, 0), (5, 1), (6, 2), (7, 3)):
+    for student, teacher in ((1, 0), (3, 2), (5, 4), (7, 6)):
         assert (f'students="$students:$(sbatch --parsable --array={student} --dependency=afterok:${{train}}_{teacher} '
                 f'--kill-on-invalid-dep=yes train.sbatch)"') in submit
     assert "report=$(sbatch --parsable --dependency=afterany:$train$students report.sbatch)" in submit
@@ -246,11 +247,17 @@ def test_slurm_submits_each_student_after_its_teachers_array_task(synthetic_raw,
                    env={**os.environ, "PATH": f"{bin_folder}:{os.environ['PATH']}", "SBATCH_CALLS": str(calls)})
     lines = calls.read_text().splitlines()
     assert lines[1] == "--parsable --dependency=afterok:100 train.sbatch"
-    assert lines[2] == "--parsable --array=4 --dependency=afterok:101_0 --kill-on-invalid-dep=yes train.sbatch"
+    assert lines[2] == "--parsable --array=1 --dependency=afterok:101_0 --kill-on-invalid-dep=yes train.sbatch"
     assert lines[-1] == "--parsable --dependency=afterany:101:102:103:104:105 report.sbatch"
     with pytest.raises(SystemExit, match="error: The teacher of Dataset700_IMNetDemoL1/3d_fullres nnUNetSelfTraining "
                                          "fold 0, .* has not finished training"):
-        cli.main(["benchmark-job", "--spec", str(work / "spec.json"), "--index", "4"])
+        cli.main(["benchmark-job", "--spec", str(work / "spec.json"), "--index", "1"])
+
+
+@pytest.mark.parametrize("indices, expected", [([0, 1, 2, 4, 5, 7], "0-2,4-5,7"), ([3], "3"), ([0, 2, 4], "0,2,4"),
+                                               ([5, 4, 3], "3-5")])
+def test_array_indices_are_written_as_ranges(indices, expected) -> None:
+    assert index_ranges(indices) == expected
 
 
 # ---------------------------------------------------------------------------------------------- self-training stages

@@ -1,8 +1,8 @@
 """A SLURM job array for a benchmark: preparation, one task per training run, then the report.
 
 Each array task runs ``nnunetv2-imnet benchmark-job --index $SLURM_ARRAY_TASK_ID``, which trains (or continues)
-that run and evaluates it; a requeued or resubmitted task continues where it stopped. Self-training students (the
-last jobs of a spec) are not in the array: ``submit.sh`` submits each as its own task of the same script, waiting
+that run and evaluates it; a requeued or resubmitted task continues where it stopped. Self-training students are
+not in the array (its indices skip them): ``submit.sh`` submits each as its own task of the same script, waiting
 for its teacher's array task (``afterok:<array job>_<teacher index>``). The commands log under
 ``WORK/logs/``, so every job's SLURM log (in ``WORK/logs/slurm/``) starts with what the job runs and where those logs
 are, and ends with its exit status and what to do after a failure.
@@ -40,6 +40,17 @@ def student_submissions(spec: BenchmarkSpec, jobs: Sequence[Job]) -> List[str]:
     return lines
 
 
+def index_ranges(indices: Sequence[int]) -> str:
+    """Sorted array indices as sbatch's ``--array`` writes them: ``[0, 1, 2, 4, 5, 7]`` -> ``0-2,4-5,7``."""
+    ranges: List[List[int]] = []
+    for index in sorted(indices):
+        if ranges and index == ranges[-1][1] + 1:
+            ranges[-1][1] = index
+        else:
+            ranges.append([index, index])
+    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in ranges)
+
+
 def option_name(option: str) -> str:
     """``--time=48:00:00`` -> ``--time``. Only long options can replace a default, so others raise ValueError."""
     words = option.split("=", 1)[0].split()
@@ -73,7 +84,7 @@ def write_slurm_scripts(spec: BenchmarkSpec, folder: Path, options: Mapping[str,
         check_budgets(source_splits(Path(spec.raw) / budget.source, spec.nnunet_preprocessed() / budget.source,
                                     write=False), [budget.labeled_cases], budget.source)
     runs = spec.jobs(names)
-    last, array_last = len(runs) - 1, sum(not job.is_student for job in runs) - 1
+    last, array = len(runs) - 1, index_ranges([i for i, job in enumerate(runs) if not job.is_student])
     students = student_submissions(spec, runs)
     jobs = {
         "prepare": (f"{cli} prepare --spec {spec_file}",
@@ -95,7 +106,7 @@ def write_slurm_scripts(spec: BenchmarkSpec, folder: Path, options: Mapping[str,
         output = "%x_%A_%a.log" if kind == "train" else "%x_%j.log"
         directives = [f"--job-name=imnet-{kind}", f"--output={slurm_logs}/{output}"]
         if kind == "train":
-            directives.append(f"--array=0-{array_last}")
+            directives.append(f"--array={array}")
         directives += sbatch_options(kind, options.get(kind, ()))
         (folder / f"{kind}.sbatch").write_text(_job_script(directives, command, about, on_failure))
     submit = folder / "submit.sh"

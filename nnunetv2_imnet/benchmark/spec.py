@@ -307,7 +307,8 @@ class BenchmarkSpec:
 
     def jobs(self, dataset_names: Dict[int, str]) -> List[Job]:
         """Clean datasets on ``folds`` (all labels, unless ``full_labels`` is off), datasets trained under noise on
-        ``noise_folds``, each label budget on ``folds``; the self-training students last, after every teacher.
+        ``noise_folds``, then each label budget on ``folds``, a fold's self-training student right after that fold's
+        other arms (its teacher among them), so that every budget and fold is complete before the next begins.
         ``dataset_names``: id -> folder name of the source and noisy datasets; derived names follow by rule."""
         runs: List[Tuple[int, Sequence[int]]] = [(d, self.folds) for d in self.datasets if self.full_labels]
         runs += [(n.dataset_id, self.noise_folds) for n in self.noisy_datasets()]
@@ -317,9 +318,14 @@ class BenchmarkSpec:
                 for d, folds in runs for c in self.configurations for f in folds for m in supervised]
         budgets = self.label_budgets(dataset_names)
         arms = [m for m in self.methods() if m.trainer != SELF_TRAINING]
-        jobs += [Job(Task(b.dataset, c), m, f, self.budget, b)
-                 for b in budgets for c in self.configurations for f in self.folds for m in arms]
-        return jobs + self._students(budgets)
+        students = {(job.task, job.fold, job.method.plans): job for job in self._students(budgets)}
+        for b in budgets:
+            for c in self.configurations:
+                for f in self.folds:
+                    jobs += [Job(Task(b.dataset, c), m, f, self.budget, b) for m in arms]
+                    jobs += [students[key] for key in ((Task(b.dataset, c), f, p) for p in self.plans)
+                             if key in students]
+        return jobs
 
     def _students(self, budgets: Sequence[LabelBudget]) -> List[Job]:
         """One self-training student per label budget, configuration, fold and plans, each on its own
