@@ -1,22 +1,31 @@
-"""``nnunetv2-imnet``: the demo, the benchmark and small helpers around nnU-Net."""
+"""``nnunetv2-imnet``: the demo, the benchmark and small helpers around nnU-Net.
+
+Building the parser imports neither torch nor nnU-Net, so ``--help`` answers at once: the modules imported at the
+top are plain Python, NumPy and SimpleITK; a command imports what needs torch or nnU-Net (training, running and
+reporting a benchmark) when it runs.
+"""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shlex
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Optional, Sequence, Tuple
+from typing import Any, Optional, Sequence, Tuple
 
 from nnunetv2_imnet._exttrainer import trainers_folder
-from nnunetv2_imnet.naming import BASELINE_TRAINER, DEFAULT_PLANS, dataset_id, find_dataset_folder
-from nnunetv2_imnet.provenance import versions
+from nnunetv2_imnet.benchmark.noise import NOISE_KINDS, derive_noisy_dataset, parse_condition
+from nnunetv2_imnet.benchmark.slurm import DEFAULT_OPTIONS, option_name, write_slurm_scripts
+from nnunetv2_imnet.benchmark.spec import BenchmarkSpec
+from nnunetv2_imnet.naming import (BASELINE_TRAINER, DEFAULT_PLANS, SELF_TRAINING, dataset_id, find_dataset_folder,
+                                   lookup_dataset_folder)
+from nnunetv2_imnet.training.budgets import BUDGETS
 
 
 def _condition(text: str) -> Tuple[str, float]:
-    from nnunetv2_imnet.benchmark.noise import parse_condition
     try:
         return parse_condition(text)
     except ValueError as error:
@@ -24,7 +33,6 @@ def _condition(text: str) -> Tuple[str, float]:
 
 
 def _slurm_option(text: str) -> str:
-    from nnunetv2_imnet.benchmark.slurm import option_name
     try:
         option_name(text)
     except ValueError as error:
@@ -37,49 +45,55 @@ def _default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def _spec_default(name: str) -> Any:
+    """The default of ``BenchmarkSpec``'s field ``name``: the command line's defaults are the spec's."""
+    field = BenchmarkSpec.__dataclass_fields__[name]
+    return field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
+
+
 def _add_benchmark_arguments(parser: argparse.ArgumentParser) -> None:
-    from nnunetv2_imnet.benchmark.spec import DEFAULT_TRAINERS
-    from nnunetv2_imnet.naming import SELF_TRAINING
-    from nnunetv2_imnet.training.budgets import BUDGETS
     parser.add_argument("-d", "--datasets", type=int, nargs="+", required=True, help="dataset ids in --raw")
     parser.add_argument("--raw", default=os.environ.get("nnUNet_raw"),
                         help="nnU-Net raw folder holding the datasets (default: $nnUNet_raw); only read")
     parser.add_argument("--work", default="imnet_benchmark",
                         help="folder for preprocessed data, trained models, evaluations and results")
-    parser.add_argument("-c", "--configurations", nargs="+", default=["3d_fullres"])
-    parser.add_argument("--trainers", nargs="+", default=list(DEFAULT_TRAINERS),
+    parser.add_argument("-c", "--configurations", nargs="+", default=_spec_default("configurations"))
+    parser.add_argument("--trainers", nargs="+", default=_spec_default("trainers"),
                         help=f"trainers without budget suffix; {BASELINE_TRAINER} is the baseline and must be "
                              f"included. With --labeled-cases also nnUNetTrainerIMNet_Unlabelled (its MI term sees the "
                              f"fold's unlabelled cases) and {SELF_TRAINING} (nnU-Net self-training: a student "
                              f"{BASELINE_TRAINER} on the labelled cases and its teacher's, the budget's "
                              f"{BASELINE_TRAINER}'s, pseudo-labels of the unlabelled ones)")
-    parser.add_argument("--plans", nargs="+", default=[DEFAULT_PLANS],
+    parser.add_argument("--plans", nargs="+", default=_spec_default("plans"),
                         help="plans identifiers, e.g. nnUNetPlans nnUNetResEncUNetMPlans (ResEnc presets as further "
                              "baselines); the first is the baseline's")
-    parser.add_argument("--folds", type=int, nargs="*", default=[0, 1, 2, 3, 4],
+    parser.add_argument("--folds", type=int, nargs="*", default=_spec_default("folds"),
                         help="folds trained on the clean datasets and their label budgets; none (--folds with no "
                              "value) trains only the noisy copies of --train-noise")
-    parser.add_argument("--budget", choices=list(BUDGETS), default="full",
+    parser.add_argument("--budget", choices=list(BUDGETS), default=_spec_default("budget"),
                         help="; ".join(f"{b.name}: {b.description}" for b in BUDGETS.values()))
     parser.add_argument("--device", choices=["cuda", "cpu", "mps"], default=None, help="default: cuda if available")
-    parser.add_argument("--train-noise", type=_condition, nargs="*", default=[], metavar="KIND:SNR",
+    parser.add_argument("--train-noise", type=_condition, nargs="*", default=_spec_default("train_noise"), metavar="KIND:SNR",
                         help="also train on noisy copies of each dataset, e.g. rician:10 (IM-Net's premise)")
-    parser.add_argument("--noise-folds", type=int, nargs="+", default=[0], help="folds trained on the noisy copies")
+    parser.add_argument("--noise-folds", type=int, nargs="+", default=_spec_default("noise_folds"),
+                        help="folds trained on the noisy copies")
     parser.add_argument("--eval-noise", type=_condition, nargs="*", metavar="KIND:SNR",
-                        default=[(k, s) for k in ("gaussian", "rician") for s in (20.0, 10.0, 5.0)],
-                        help="test-time corruptions of the validation cases for the robustness curves")
-    parser.add_argument("--nsd-tolerance", type=float, default=1.0, help="NSD tolerance in mm (default 1)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the noise")
+                        default=_spec_default("eval_noise"),
+                        help=f"test-time corruptions of the validation cases for the robustness curves; KIND one of "
+                             f"{', '.join(NOISE_KINDS)}")
+    parser.add_argument("--nsd-tolerance", type=float, default=_spec_default("nsd_tolerance_mm"),
+                        help="NSD tolerance in mm (default %(default)g)")
+    parser.add_argument("--seed", type=int, default=_spec_default("seed"), help="seed of the noise")
     parser.add_argument("--archive", default=None, metavar="DIR",
                         help="keep a light copy of every finished job here (summaries, curves, logs; no models or "
                              "predictions) and restore finished jobs from it instead of retraining them, so that a "
                              "run continues on a fresh machine")
-    parser.add_argument("--labeled-cases", type=int, nargs="+", default=[], metavar="N",
+    parser.add_argument("--labeled-cases", type=int, nargs="+", default=_spec_default("labeled_cases"), metavar="N",
                         help="label budgets: also train every arm on N labelled training cases per fold (drawn from "
                              "the fold's training cases, nested across budgets, the same for every arm), the fold's "
                              "other training cases unlabelled; each budget is a derived dataset 700+ "
                              "(docs/label_budgets.md)")
-    parser.add_argument("--label-seed", type=int, default=0, help="seed of the draw of the labelled cases")
+    parser.add_argument("--label-seed", type=int, default=_spec_default("label_seed"), help="seed of the draw of the labelled cases")
     parser.add_argument("--no-full-labels", action="store_true",
                         help="with --labeled-cases: train only at the budgets, not on all labels too (the learning "
                              "curve's full-label point can then come from --full-label-results)")
@@ -89,7 +103,6 @@ def _add_benchmark_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _spec_from_args(args: argparse.Namespace):
-    from nnunetv2_imnet.benchmark.spec import BenchmarkSpec
     if not args.raw:
         raise SystemExit("error: no raw data folder: pass --raw or set nnUNet_raw.")
     return BenchmarkSpec(raw=str(Path(args.raw).resolve()), work=str(Path(args.work).resolve()),
@@ -105,98 +118,43 @@ def _spec_from_args(args: argparse.Namespace):
                          if args.full_label_results else None).validate()
 
 
-def run_benchmark(spec, command: str, dry_run: bool = False, report_only: bool = False,
-                  prepare_only: bool = False) -> Optional[Path]:
-    """Run (or continue) everything ``spec`` describes, then write the report. Returns results.md's path."""
-    from nnunetv2_imnet.benchmark.runner import BenchmarkRunner
-    runner = BenchmarkRunner(spec, dry_run=dry_run)
-    if not dry_run:
-        spec.save()
-    if dry_run:
-        runner.run()
-        return None
-    if prepare_only:
-        runner.prepare(spec.jobs(runner.prepare_raw()))
-        return None
-    if not report_only:
-        runner.run()
-    return write_results(runner, command)
-
-
-def write_results(runner, command: str) -> Path:
-    from nnunetv2_imnet.benchmark.archive import restore_job
-    from nnunetv2_imnet.benchmark.collect import collect, read_timings
-    from nnunetv2_imnet.benchmark.report import write_report
-    spec = runner.spec
-    jobs = spec.jobs(runner.prepare_raw())
-    if spec.archive is not None:  # a report from the archive alone, e.g. --report-only on a new work folder
-        for job in jobs:
-            restore_job(spec, job, Path(spec.archive))
-    started = time.monotonic()
-    collected = collect(spec, jobs)
-    path = write_report(spec, collected, spec.results_dir(), command, read_timings(spec), versions())
-    print(f"report written in {time.monotonic() - started:.0f} s: {path}")
-    return path
-
-
 def cmd_benchmark(args: argparse.Namespace) -> None:
     spec = _spec_from_args(args)
     command = "nnunetv2-imnet " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     if args.slurm:
-        from nnunetv2_imnet.benchmark.slurm import write_slurm_scripts
         spec.save()
         submit = write_slurm_scripts(spec, Path(args.slurm), {"prepare": args.slurm_prepare_option,
                                                               "train": args.slurm_option,
                                                               "report": args.slurm_report_option})
         print(f"SLURM scripts written; submit with: bash {submit}")
         return
+    from nnunetv2_imnet.benchmark.session import run_benchmark
     run_benchmark(spec, command, dry_run=args.dry_run, report_only=args.report_only, prepare_only=args.prepare_only)
 
 
 def cmd_job(args: argparse.Namespace) -> None:
     """One SLURM array task: the job at ``--index`` of the saved spec."""
-    from nnunetv2_imnet.benchmark.runner import BenchmarkRunner
-    from nnunetv2_imnet.benchmark.spec import BenchmarkSpec
-    runner = BenchmarkRunner(BenchmarkSpec.load(Path(args.spec)))
-    jobs = runner.spec.jobs(runner.prepare_raw())
-    if not 0 <= args.index < len(jobs):
-        raise SystemExit(f"error: --index {args.index} is out of range: the spec has {len(jobs)} jobs "
-                         f"(0-{len(jobs) - 1}).")
-    print(runner.describe(jobs[args.index]), flush=True)
-    runner.run_job(jobs[args.index])
+    from nnunetv2_imnet.benchmark.session import run_job
+    run_job(Path(args.spec), args.index)
 
 
 def cmd_prepare(args: argparse.Namespace) -> None:
-    """Link, derive and preprocess every dataset of a saved spec (before a SLURM array starts)."""
-    from nnunetv2_imnet.benchmark.runner import BenchmarkRunner
-    from nnunetv2_imnet.benchmark.spec import BenchmarkSpec
-    runner = BenchmarkRunner(BenchmarkSpec.load(Path(args.spec)))
-    runner.prepare(runner.spec.jobs(runner.prepare_raw()))
+    from nnunetv2_imnet.benchmark.session import prepare
+    prepare(Path(args.spec))
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from nnunetv2_imnet.benchmark.runner import BenchmarkRunner
-    from nnunetv2_imnet.benchmark.spec import BenchmarkSpec
-    write_results(BenchmarkRunner(BenchmarkSpec.load(Path(args.spec))), f"nnunetv2-imnet report --spec {args.spec}")
+    from nnunetv2_imnet.benchmark.session import write_results
+    write_results(BenchmarkSpec.load(Path(args.spec)), f"nnunetv2-imnet report --spec {args.spec}")
 
 
 def cmd_archive(args: argparse.Namespace) -> None:
-    """Copy the light record of every finished job of a saved spec into a folder (see ``--archive``)."""
-    from nnunetv2_imnet.benchmark.archive import archive_job
-    from nnunetv2_imnet.benchmark.runner import BenchmarkRunner
-    from nnunetv2_imnet.benchmark.spec import BenchmarkSpec
-    from nnunetv2_imnet.naming import training_done
-    runner = BenchmarkRunner(BenchmarkSpec.load(Path(args.spec)))
-    spec, target = runner.spec, Path(args.to)
-    jobs = spec.jobs(runner.prepare_raw())
-    finished = [job for job in jobs if training_done(spec.fold_dir(job))]
-    size = sum(path.stat().st_size for job in finished for path in archive_job(spec, job, target))
-    print(f"archived {len(finished)} of {len(jobs)} jobs ({size / 1e6:.1f} MB) in {target}")
+    from nnunetv2_imnet.benchmark.session import archive
+    archive(Path(args.spec), Path(args.to))
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    from nnunetv2_imnet.benchmark.spec import BenchmarkSpec
-    from nnunetv2_imnet.benchmark.synthetic import make_synthetic_dataset
+    from nnunetv2_imnet.benchmark.synthetic import make_synthetic_dataset  # SciPy: only for the demo
     started = time.monotonic()
     work = Path(args.work or tempfile.mkdtemp(prefix="imnet_demo_")).resolve()
     raw = work / "synthetic_raw"
@@ -205,6 +163,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
     spec = BenchmarkSpec(raw=str(raw), work=str(work / "benchmark"), datasets=[dataset_id(dataset.name)],
                          configurations=["3d_fullres"], folds=[0], budget="smoke", device=_default_device(),
                          eval_noise=[("rician", 10.0), ("rician", 5.0), ("gaussian", 5.0)]).validate()
+    from nnunetv2_imnet.benchmark.session import run_benchmark
     path = run_benchmark(spec, "nnunetv2-imnet demo" + (f" --work {args.work}" if args.work else ""))
     text = path.read_text()
     leaderboard = text[text.index("## Leaderboard"):text.index("## Runs")]
@@ -218,7 +177,6 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 def cmd_make_noisy(args: argparse.Namespace) -> None:
-    from nnunetv2_imnet.benchmark.noise import derive_noisy_dataset
     if not args.raw:
         raise SystemExit("error: no raw data folder: pass --raw or set nnUNet_raw.")
     kind, snr = args.noise
@@ -242,7 +200,6 @@ def cmd_prepare_unlabelled(args: argparse.Namespace) -> None:
 
 
 def _dataset_folder(root: Path, dataset: str) -> Path:
-    from nnunetv2_imnet.naming import lookup_dataset_folder
     folder = lookup_dataset_folder(root, dataset)
     if folder is None:
         raise FileNotFoundError(f"No dataset {dataset} in {root}. Plan and preprocess it first: "
@@ -279,7 +236,6 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--report-only", action="store_true", help="only collect what the runs wrote")
     bench.add_argument("--prepare-only", action="store_true", help="only link, derive and preprocess datasets")
     bench.add_argument("--slurm", default=None, metavar="DIR", help="write a SLURM job array there instead of running")
-    from nnunetv2_imnet.benchmark.slurm import DEFAULT_OPTIONS
     for flag, kind, jobs in (("--slurm-option", "train", "the training tasks"),
                              ("--slurm-prepare-option", "prepare", "the preparation job"),
                              ("--slurm-report-option", "report", "the report job")):

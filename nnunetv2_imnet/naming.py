@@ -32,6 +32,11 @@ SELF_TRAINING = "nnUNetSelfTraining"
 LABEL_BUDGET_IDS = 700
 PSEUDO_LABEL_IDS = 800
 NOISY_IDS = 900
+#: the evaluations of a benchmark job: nnU-Net's own validation (TTA), the labelled test split (TTA), and the
+#: validation cases predicted clean and under each noise condition (no TTA; ``noise.condition_name`` names those)
+VALIDATION = "validation"
+TEST = "test"
+CLEAN = "clean"
 _DATASET_FOLDER = re.compile(r"^Dataset(\d{3})_(.+)$")
 
 
@@ -121,6 +126,37 @@ def pseudo_label_dataset_name(source_name: str, dataset_id: int, labeled_cases: 
     return dataset_folder_name(dataset_id, f"{name}L{labeled_cases}F{fold}Pseudo{teacher}")
 
 
+# ---------------------------------------------------------------------------------------------- image files
+def image_file_name(case: str, channel: int, file_ending: str) -> str:
+    """nnU-Net's image file rule, one file per channel: ``case``, 0, ``.nii.gz`` -> ``case_0000.nii.gz``."""
+    return f"{case}_{channel:04d}{file_ending}"
+
+
+def parse_image_file_name(name: str, file_ending: str) -> Optional[Tuple[str, int]]:
+    """``case_0001.nii.gz`` -> ``("case", 1)``; None for a name that does not follow the rule."""
+    match = re.match(rf"^(.+)_(\d{{4}}){re.escape(file_ending)}$", name)
+    return (match.group(1), int(match.group(2))) if match else None
+
+
+def image_files_by_case(folder: Path, file_ending: str) -> Dict[str, Dict[int, Path]]:
+    """case -> channel -> file, for the files of ``folder`` that follow the rule (others are not images)."""
+    cases: Dict[str, Dict[int, Path]] = {}
+    for path in sorted(Path(folder).iterdir()):
+        parsed = parse_image_file_name(path.name, file_ending)
+        if parsed is not None:
+            cases.setdefault(parsed[0], {})[parsed[1]] = path
+    return cases
+
+
+def channel_files(images: Path, case: str, ending: str) -> List[Path]:
+    """A case's image files ``<case>_XXXX<ending>`` in channel order."""
+    files = sorted(Path(images).glob(f"{case}_[0-9][0-9][0-9][0-9]{ending}"))
+    if not files:
+        raise FileNotFoundError(f"No image {image_file_name(case, 0, ending)} in {images}, though the dataset's split "
+                                f"names the case. If the raw data changed, delete the benchmark's work folder for it.")
+    return files
+
+
 # ---------------------------------------------------------------------------------------------- trainers, models
 def budget_trainer_name(trainer: str, budget: str) -> str:
     """``nnUNetTrainer`` + ``cpu`` -> ``nnUNetTrainer_cpu``: the class that trains ``trainer`` for that budget."""
@@ -146,7 +182,7 @@ def training_done(fold: Path) -> bool:
     """nnU-Net wrote the final checkpoint (or, for a job restored from a benchmark archive, its training curves)
     and validated it."""
     trained = (fold / "checkpoint_final.pth").is_file() or (fold / TRAINING_CURVES).is_file()
-    return trained and (fold / "validation" / "summary.json").is_file()
+    return trained and (fold / VALIDATION / "summary.json").is_file()
 
 
 def latest_training_log(fold: Path) -> Optional[Path]:

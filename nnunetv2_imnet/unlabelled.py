@@ -13,13 +13,15 @@ keys it does not know); without it a training uses every prepared case.
 from __future__ import annotations
 
 import json
-import re
-from collections import defaultdict
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
+
+from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+from nnunetv2_imnet.naming import image_files_by_case
 
 FOLDER = "imnet_unlabelled"
 MANIFEST = "unlabelled.json"
@@ -67,12 +69,7 @@ def find_image_cases(images: Path, file_ending: str, num_channels: int) -> Dict[
     images = Path(images)
     if not images.is_dir():
         raise FileNotFoundError(f"The unlabelled images folder {images} does not exist.")
-    pattern = re.compile(rf"^(.+)_(\d{{4}}){re.escape(file_ending)}$")
-    channels: Dict[str, Dict[int, Path]] = defaultdict(dict)
-    for path in sorted(images.iterdir()):
-        match = pattern.match(path.name)
-        if match:
-            channels[match.group(1)][int(match.group(2))] = path
+    channels = image_files_by_case(images, file_ending)
     if not channels:
         raise FileNotFoundError(
             f"No images named <case>_0000{file_ending} in {images}. Name unlabelled images as nnU-Net names its "
@@ -97,8 +94,6 @@ def prepare_unlabelled(images: Path, preprocessed_dataset: Path, plans_identifie
     Cases already prepared are kept, so running it again after an interruption, or with more images, only does what
     is missing. ``cases`` restricts it to those case ids.
     """
-    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
-
     preprocessed_dataset = Path(preprocessed_dataset)
     plans_file = preprocessed_dataset / f"{plans_identifier}.json"
     if not plans_file.is_file():
@@ -151,8 +146,6 @@ def _preprocess_case(output_truncated: str, image_files: List[str], plans_file: 
 
     The files are written under temporary names and renamed last, so a killed run never leaves a half case that
     counts as prepared."""
-    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
-
     plans_manager = PlansManager(plans_file)
     configuration_manager = plans_manager.get_configuration(configuration)
     preprocessor = configuration_manager.preprocessor_class(verbose=False)

@@ -13,6 +13,7 @@ from typing import Sequence, Tuple
 import pandas as pd
 
 from nnunetv2_imnet.benchmark.stats import fold_comparison, holm, paired_comparison
+from nnunetv2_imnet.naming import CLEAN, TEST, VALIDATION
 
 COLUMNS = ["dataset", "configuration", "method", "reference", "metric", "folds", "fold_differences", "cases",
            "reference_mean", "method_mean", "case_difference", "case_ci_low", "case_ci_high", "wilcoxon_p",
@@ -53,8 +54,8 @@ def noise_drops(cases: pd.DataFrame, metric: str = "dice") -> pd.DataFrame:
     prediction (both without TTA), one column per condition; negative = lost to noise. Comparing these between arms
     asks whether one arm loses less, which is what IM-Net claims, apart from how well it segments clean images."""
     keys = ["dataset", "configuration", "method", "fold", "case", "class"]
-    noisy = cases[~cases["evaluation"].isin(["validation", "test", "clean"])]
-    clean = cases[cases["evaluation"] == "clean"].set_index(keys)[metric]
+    noisy = cases[~cases["evaluation"].isin([VALIDATION, TEST, CLEAN])]
+    clean = cases[cases["evaluation"] == CLEAN].set_index(keys)[metric]
     if noisy.empty or clean.empty:
         return pd.DataFrame(columns=keys)
     wide = noisy.set_index(keys + ["evaluation"])[metric].unstack("evaluation")

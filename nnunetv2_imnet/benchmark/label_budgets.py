@@ -16,7 +16,7 @@ from typing import Dict, List, Sequence
 
 import numpy as np
 
-from nnunetv2_imnet.naming import SPLITS_FILE
+from nnunetv2_imnet.naming import SPLITS_FILE, channel_files
 
 #: nnU-Net's split of a dataset: a list of fold entries with "train" and "val" case ids
 Splits = List[Dict[str, object]]
@@ -124,15 +124,6 @@ def link_case_images(raw_dataset: Path, cases: Sequence[str], folder: Path) -> N
     for case in cases:
         for path in channel_files(raw_dataset / "imagesTr", case, ending):
             symlink(folder / path.name, path.resolve())
-
-
-def channel_files(images: Path, case: str, ending: str) -> List[Path]:
-    """A case's image files ``<case>_XXXX<ending>`` in channel order."""
-    files = sorted(images.glob(f"{case}_[0-9][0-9][0-9][0-9]{ending}"))
-    if not files:
-        raise FileNotFoundError(f"No image {case}_0000{ending} in {images}, though the dataset's split names the "
-                                f"case. If the raw data changed, delete the benchmark's work folder for it.")
-    return files
 
 
 def symlink(link: Path, target: Path) -> None:

@@ -17,19 +17,17 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import shutil
 import zlib
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import SimpleITK as sitk
 
 from nnunetv2_imnet import naming
 
-NOISE_KINDS = ("gaussian", "rician")
-CLEAN = "clean"
+CLEAN = naming.CLEAN
 #: the percentile above which voxels count as signal when no mask is given
 SIGNAL_PERCENTILE = 10.0
 #: file formats that store integer pixels only: noisy images are rounded and clipped to the source's dtype
@@ -73,16 +71,31 @@ def noise_sigma(image: np.ndarray, snr: float, signal_mask: Optional[np.ndarray]
     return mean / snr
 
 
+def gaussian(values: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
+    """``image + n``, n ~ N(0, sigma²) per voxel."""
+    return values + rng.normal(0.0, sigma, values.shape)
+
+
+def rician(values: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
+    """``|image + n1 + i n2|``: the magnitude of complex Gaussian noise, as in magnitude MR images."""
+    return np.hypot(values + rng.normal(0.0, sigma, values.shape), rng.normal(0.0, sigma, values.shape))
+
+
+#: the noise models by name (``--train-noise`` / ``--eval-noise`` KIND): a new model is one entry here, a function of
+#: the image (float64), the sigma that gives the requested SNR and a random generator
+NOISE_MODELS: Dict[str, Callable[[np.ndarray, float, np.random.Generator], np.ndarray]] = {
+    "gaussian": gaussian,
+    "rician": rician,
+}
+NOISE_KINDS = tuple(NOISE_MODELS)
+
+
 def add_noise(image: np.ndarray, kind: str, snr: float, rng: np.random.Generator,
               signal_mask: Optional[np.ndarray] = None) -> np.ndarray:
-    """``image`` with Gaussian (``image + n``) or Rician (``|image + n1 + i n2|``) noise at ``snr``, as float32."""
+    """``image`` with the noise model ``kind`` at ``snr``, as float32."""
     _check_kind(kind)
     sigma = noise_sigma(image, snr, signal_mask)
-    values = np.asarray(image, dtype=np.float64)
-    noisy = values + rng.normal(0.0, sigma, values.shape)
-    if kind == "rician":
-        noisy = np.hypot(noisy, rng.normal(0.0, sigma, values.shape))
-    return noisy.astype(np.float32)
+    return NOISE_MODELS[kind](np.asarray(image, dtype=np.float64), sigma, rng).astype(np.float32)
 
 
 def parse_condition(text: str) -> Tuple[str, float]:
@@ -231,13 +244,8 @@ def _write_dataset_json(target: Path, dataset_json: dict, settings: Dict[str, ob
 
 def _cases(folder: Path, ending: str) -> Dict[str, List[Path]]:
     """``case -> channel files in channel order`` from nnU-Net's ``<case>_<XXXX><ending>`` names."""
-    pattern = re.compile(rf"^(.+)_(\d{{4}}){re.escape(ending)}$")
-    cases: Dict[str, Dict[int, Path]] = {}
     for path in sorted(folder.iterdir()):
-        match = pattern.match(path.name)
-        if match is None:
-            if path.name.endswith(ending):
-                raise ValueError(f"{path} does not follow nnU-Net's <case>_<XXXX>{ending} naming; rename it.")
-            continue
-        cases.setdefault(match.group(1), {})[int(match.group(2))] = path
-    return {case: [channels[c] for c in sorted(channels)] for case, channels in cases.items()}
+        if path.name.endswith(ending) and naming.parse_image_file_name(path.name, ending) is None:
+            raise ValueError(f"{path} does not follow nnU-Net's <case>_<XXXX>{ending} naming; rename it.")
+    return {case: [channels[c] for c in sorted(channels)]
+            for case, channels in naming.image_files_by_case(folder, ending).items()}

@@ -22,7 +22,7 @@ from nnunetv2_imnet.benchmark.report_plots import write_plots
 from nnunetv2_imnet.benchmark.self_training import PSEUDO_LABEL_STAGE
 from nnunetv2_imnet.benchmark.spec import BenchmarkSpec, Job, Method, Task
 from nnunetv2_imnet.benchmark.stats import msd_ranking
-from nnunetv2_imnet.naming import BASELINE_TRAINER, SELF_TRAINING
+from nnunetv2_imnet.naming import BASELINE_TRAINER, CLEAN, SELF_TRAINING, TEST, VALIDATION
 
 TASK = ["dataset", "configuration"]
 WHICH_TO_TRUST = (
@@ -71,7 +71,7 @@ def write_report(spec: BenchmarkSpec, collected: Collected, out_dir: Path, comma
     cases.to_csv(out_dir / "results.csv", index=False)
     baseline = spec.baseline.label
     pairs = spec.reference_pairs()
-    validation = cases[cases["evaluation"] == "validation"]
+    validation = cases[cases["evaluation"] == VALIDATION]
     budgets = {budget.dataset: budget.labeled_cases for budget in collected.label_budgets}
     lines: List[str] = ["# Benchmark results", ""]
     if collected.missing:
@@ -99,7 +99,7 @@ def write_report(spec: BenchmarkSpec, collected: Collected, out_dir: Path, comma
         full_label = None if spec.full_label_results is None else pd.read_csv(spec.full_label_results)
         curve = learning_curve(validation, collected.label_budgets, list(METRICS),
                                training_cases(spec, collected.label_budgets),
-                               None if full_label is None else full_label[full_label["evaluation"] == "validation"],
+                               None if full_label is None else full_label[full_label["evaluation"] == VALIDATION],
                                f"from {spec.full_label_results}")
         lines += ["## Label budgets", "", *label_budget_section(spec, collected.label_budgets), "",
                   "## Learning curve", "", *learning_curve_section(curve), ""]
@@ -109,14 +109,14 @@ def write_report(spec: BenchmarkSpec, collected: Collected, out_dir: Path, comma
     lines += ["## Per fold (mean over each fold's validation cases)", "",
               "One trained model per arm and fold; the fold-level comparison pairs these numbers.", "",
               *_per_fold(validation), ""]
-    test = cases[cases["evaluation"] == "test"]
+    test = cases[cases["evaluation"] == TEST]
     if not test.empty:
         lines += ["## Labelled test split (every fold's model, TTA)", "", *_summary_table(test), "",
                   *_comparison_sections(compare_arms(test, baseline, list(METRICS), pairs), baseline)]
     lines += ["## Training cost (measured in the same runs)", "",
               *_cost_table(collected.training, baseline, spec.budget, timings or {}), ""]
     lines += ["## Convergence", "", *_convergence(collected.training, baseline, spec.budget), ""]
-    noise = cases[~cases["evaluation"].isin(["validation", "test"])]
+    noise = cases[~cases["evaluation"].isin([VALIDATION, TEST])]
     if not noise.empty:
         lines += ["## Noise robustness (validation cases corrupted at test time, no TTA)", "",
                   "SNR = mean intensity of the voxels above the 10th percentile / noise sigma. For a dataset trained "
@@ -219,7 +219,7 @@ def _comparison_sections(table: pd.DataFrame, baseline: str) -> List[str]:
 
 def _noise_comparison(noise: pd.DataFrame, baseline: str, pairs: Sequence[Tuple[str, str]]) -> List[str]:
     """The Dice each arm loses to every noise condition, paired against the baseline and the extra references."""
-    conditions = [c for c in dict.fromkeys(noise["evaluation"]) if c != "clean"]
+    conditions = [c for c in dict.fromkeys(noise["evaluation"]) if c != CLEAN]
     table = compare_arms(noise_drops(noise), baseline, conditions, pairs)
     if table.empty:
         return []

@@ -25,6 +25,7 @@ from nnunetv2_imnet.benchmark.convergence import (CURVE, FRACTIONS, baseline_fin
 from nnunetv2_imnet.benchmark.learning_curve import BUDGET  # noqa: E402
 from nnunetv2_imnet.benchmark.metrics import METRICS  # noqa: E402
 from nnunetv2_imnet.benchmark.spec import BenchmarkSpec  # noqa: E402
+from nnunetv2_imnet.naming import CLEAN, TEST, VALIDATION  # noqa: E402
 
 #: one marker per nnU-Net fold, the same in every figure
 FOLD_MARKERS = ("o", "s", "D", "^", "v")
@@ -40,7 +41,7 @@ def write_plots(spec: BenchmarkSpec, collected: Collected, differences: pd.DataF
             if curve is not None and not curve.empty else []:
         written.append(learning_curve_plot(points, out_dir / f"learning_curve_{source}_{configuration}.png"))
     cases = collected.cases
-    for (dataset, configuration), frame in cases[cases["evaluation"] == "validation"].groupby(
+    for (dataset, configuration), frame in cases[cases["evaluation"] == VALIDATION].groupby(
             ["dataset", "configuration"], sort=False):
         written.append(_dice_boxplot(frame, out_dir / f"dice_boxplot_{dataset}_{configuration}.png"))
     for (dataset, configuration), table in differences.groupby(["dataset", "configuration"], sort=False) \
@@ -53,7 +54,7 @@ def write_plots(spec: BenchmarkSpec, collected: Collected, differences: pd.DataF
     conditions = dict(spec.eval_conditions())
     if all(condition is None for condition in conditions.values()):
         return written  # only the clean condition: no curve over SNR to draw
-    noise = cases[~cases["evaluation"].isin(["validation", "test"])]
+    noise = cases[~cases["evaluation"].isin([VALIDATION, TEST])]
     for (dataset, configuration), frame in noise.groupby(["dataset", "configuration"], sort=False):
         written.append(_dice_vs_snr(frame, conditions, out_dir / f"dice_vs_snr_{dataset}_{configuration}.png"))
     return written
@@ -182,7 +183,7 @@ def _dice_vs_snr(frame: pd.DataFrame, conditions: Dict[str, Optional[tuple]], pa
         clean_x = max(snrs) * 2
         for method, group in frame.groupby("method", sort=False):
             xs, means, errs = [], [], []
-            for name, x in [(n, s) for n, s in zip(names, snrs)] + [("clean", clean_x)]:
+            for name, x in [(n, s) for n, s in zip(names, snrs)] + [(CLEAN, clean_x)]:
                 per_case = group[group["evaluation"] == name].groupby(["fold", "case"])["dice"].mean()
                 if len(per_case):
                     xs.append(x)
@@ -193,7 +194,7 @@ def _dice_vs_snr(frame: pd.DataFrame, conditions: Dict[str, Optional[tuple]], pa
                         capsize=3, label=method)
         ax.set_xscale("log")
         ax.minorticks_off()
-        ax.set_xticks(sorted(snrs) + [clean_x], [f"{s:g}" for s in sorted(snrs)] + ["clean"])
+        ax.set_xticks(sorted(snrs) + [clean_x], [f"{s:g}" for s in sorted(snrs)] + [CLEAN])
         ax.set(xlabel="SNR (mean signal / sigma)", ylabel="mean foreground Dice (± s.e.)", title=f"{kind} noise")
         ax.legend(fontsize=8)
     fig.suptitle(f"{frame['dataset'].iloc[0]} / {frame['configuration'].iloc[0]}: validation cases under noise")

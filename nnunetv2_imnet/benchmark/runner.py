@@ -19,11 +19,10 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, TextIO, T
 from nnunetv2_imnet.benchmark import commands
 from nnunetv2_imnet.benchmark.archive import archive_job, restore_job
 from nnunetv2_imnet.benchmark.budget_stages import LabelBudgetStages, slug
-from nnunetv2_imnet.benchmark.label_budgets import channel_files
 from nnunetv2_imnet.benchmark.noise import corrupt_cases, derive_noisy_dataset
 from nnunetv2_imnet.benchmark.spec import BenchmarkSpec, Job, Task
 from nnunetv2_imnet.benchmark.training_log import fold_progress
-from nnunetv2_imnet.naming import CHECKPOINTS, find_dataset_folder, noisy_dataset_name, training_done
+from nnunetv2_imnet.naming import CHECKPOINTS, TEST, channel_files, find_dataset_folder, noisy_dataset_name, training_done
 from nnunetv2_imnet.training.budgets import BUDGETS
 from nnunetv2_imnet.training.heap import die_with_parent
 
@@ -163,10 +162,10 @@ class BenchmarkRunner(LabelBudgetStages):
 
     def predict_test(self, job: Job) -> bool:
         """Datasets with labelled test cases (``imagesTs`` + ``labelsTs``) are predicted with nnU-Net's TTA."""
-        if not self._has_labelled_test_split(job) or self._without_model(job, "test"):
+        if not self._has_labelled_test_split(job) or self._without_model(job, TEST):
             return False
         raw = self.raw_folders[job.task.dataset]
-        return self._predict_and_evaluate(job, "test", raw / "imagesTs", raw / "labelsTs", tta=True)
+        return self._predict_and_evaluate(job, TEST, raw / "imagesTs", raw / "labelsTs", tta=True)
 
     def _has_labelled_test_split(self, job: Job) -> bool:
         raw = self.raw_folders[job.task.dataset]
@@ -285,7 +284,7 @@ class BenchmarkRunner(LabelBudgetStages):
     def describe(self, job: Job) -> str:
         """What ``run_job`` runs and where its commands' output goes (after ``prepare_raw``): a SLURM task's log
         starts with it."""
-        conditions = ["test"] * self._has_labelled_test_split(job) + [n for n, _ in self.spec.eval_conditions()]
+        conditions = [TEST] * self._has_labelled_test_split(job) + [n for n, _ in self.spec.eval_conditions()]
         student = (f"nnUNetv2_predict of the unlabelled cases by the teacher {self.spec.teacher(job).label}, "
                    f"nnUNetv2_preprocess of {job.model_dataset}, ") if job.is_student else ""
         return (f"{job.label}: {student}nnUNetv2_train, then nnUNetv2_predict and nnUNetv2_evaluate_folder for "

@@ -14,9 +14,8 @@ import json
 from pathlib import Path
 from typing import Dict
 
-from nnunetv2_imnet.benchmark.label_budgets import (NNUNET_FOLDS, Splits, channel_files, copy_plans,
-                                                   symlink)
-from nnunetv2_imnet.naming import SPLITS_FILE
+from nnunetv2_imnet.benchmark.label_budgets import NNUNET_FOLDS, Splits, copy_plans, symlink
+from nnunetv2_imnet.naming import SPLITS_FILE, channel_files
 
 #: the stage (and timings.json key prefix) of the teacher's prediction of the pseudo-labels
 PSEUDO_LABEL_STAGE = "predict pseudo-labels"

@@ -241,9 +241,9 @@ class BenchmarkSpec:
     def summary_files(self, job: Job) -> List[Tuple[str, Path]]:
         """``(evaluation, summary.json)`` of every evaluation of ``job``, whether it ran or not: nnU-Net's validation,
         the labelled test split and each robustness condition."""
-        summaries = [("validation", self.fold_dir(job) / "validation" / "summary.json")]
+        summaries = [(naming.VALIDATION, self.fold_dir(job) / naming.VALIDATION / "summary.json")]
         return summaries + [(name, self.evaluation_dir(job, name) / "predictions" / "summary.json")
-                            for name in ["test"] + [name for name, _ in self.eval_conditions()]]
+                            for name in [naming.TEST] + [name for name, _ in self.eval_conditions()]]
 
     # ------------------------------------------------------------------ what runs
     def noisy_datasets(self) -> List[NoisyDataset]:
@@ -303,7 +303,7 @@ class BenchmarkSpec:
 
     def eval_conditions(self) -> List[Tuple[str, Optional[Tuple[str, float]]]]:
         """``(name, (kind, snr))`` per robustness condition; the clean one has no noise."""
-        return [("clean", None)] + [(condition_name(k, s), (k, s)) for k, s in self.eval_noise]
+        return [(naming.CLEAN, None)] + [(condition_name(k, s), (k, s)) for k, s in self.eval_noise]
 
     def jobs(self, dataset_names: Dict[int, str]) -> List[Job]:
         """Clean datasets on ``folds`` (all labels, unless ``full_labels`` is off), datasets trained under noise on

@@ -17,7 +17,7 @@ import SimpleITK as sitk
 from scipy.ndimage import gaussian_filter
 
 from nnunetv2_imnet.benchmark.noise import add_noise, case_seed
-from nnunetv2_imnet.naming import dataset_folder_name, dataset_folders
+from nnunetv2_imnet.naming import dataset_folder_name, dataset_folders, image_file_name
 
 DATASET_NAME = "IMNetDemo"
 LABELS = {"background": 0, "anterior": 1, "posterior": 2}
@@ -56,7 +56,7 @@ def make_synthetic_dataset(raw_root: Path, dataset_id: int = 990, num_cases: int
     for index in range(num_cases):
         case = f"demo_{index:03d}"
         image, labels = synthetic_case(shape, snr, np.random.default_rng(case_seed(seed, case, 0)))
-        _write(image, target / "imagesTr" / f"{case}_0000.nii.gz")
+        _write(image, target / "imagesTr" / image_file_name(case, 0, ".nii.gz"))
         _write(labels, target / "labelsTr" / f"{case}.nii.gz")
     _write_dataset_json(target, parameters)
     (target / COMPLETE_MARKER).write_text(json.dumps(parameters))
