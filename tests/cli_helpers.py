@@ -59,3 +59,21 @@ def make_hippocampus_subset(raw_root: Path, num_cases: int = NUM_CASES) -> Path:
     dataset_json["numTraining"] = len(labels)
     (target / "dataset.json").write_text(json.dumps(dataset_json, indent=1))
     return target
+
+
+def benchmark_in_process(arguments: Sequence[str]) -> str:
+    """``nnunetv2-imnet`` run in this process with nnU-Net's worker count for 2 cores and a progress line every 2 s;
+    returns what it printed."""
+    import io
+    from contextlib import redirect_stdout
+
+    from nnunetv2_imnet import cli
+    from nnunetv2_imnet.benchmark.runner import BenchmarkRunner
+
+    out = io.StringIO()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("nnUNet_def_n_proc", "2")
+        patch.setattr(BenchmarkRunner, "progress_seconds", 2.0)
+        with redirect_stdout(out):
+            cli.main(list(arguments))
+    return out.getvalue()

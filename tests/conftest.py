@@ -2,19 +2,17 @@
 dataset (which runs without real data, e.g. in CI); each runs once and is shared by the tests."""
 from __future__ import annotations
 
-import io
 import os
 import random
 import signal
 import subprocess
 import sys
 import time
-from contextlib import redirect_stdout
 from pathlib import Path
 
 import pytest
 
-from cli_helpers import HIPPOCAMPUS, make_hippocampus_subset, nnunet_env, run
+from cli_helpers import HIPPOCAMPUS, benchmark_in_process, make_hippocampus_subset, nnunet_env, run
 
 #: seeds the moment of the resumability fixture's SIGKILL, so that a failure can be reproduced
 KILL_DELAY_SEED = 0
@@ -109,18 +107,9 @@ def synthetic_benchmark(synthetic_raw, tmp_path_factory) -> dict:
     """The benchmark CLI run in this process on the generated dataset: derives the noisy copy, preprocesses, trains
     baseline and IMNet on its fold 0, evaluates and reports. Progress is printed every 2 s. Returns the work folder,
     the arguments and what the run printed."""
-    from nnunetv2_imnet import cli
-    from nnunetv2_imnet.benchmark.runner import BenchmarkRunner
-
     work = tmp_path_factory.mktemp("synthetic_benchmark")
     arguments = ["benchmark", "--raw", str(synthetic_raw), "--work", str(work), *SYNTHETIC_BENCHMARK_ARGS]
-    out = io.StringIO()
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("nnUNet_def_n_proc", "2")
-        patch.setattr(BenchmarkRunner, "progress_seconds", 2.0)
-        with redirect_stdout(out):
-            cli.main(arguments)
-    return {"work": work, "arguments": arguments, "stdout": out.getvalue()}
+    return {"work": work, "arguments": arguments, "stdout": benchmark_in_process(arguments)}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list) -> None:

@@ -3,17 +3,15 @@
 on CPU, the full-label point from an earlier run's results.csv; run once for the module (a few minutes)."""
 from __future__ import annotations
 
-import io
 import json
 import re
-from contextlib import redirect_stdout
 
 import pandas as pd
 import pytest
 
+from cli_helpers import benchmark_in_process
 from nnunetv2_imnet import cli
 from nnunetv2_imnet.benchmark.collect import case_columns
-from nnunetv2_imnet.benchmark.runner import BenchmarkRunner
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")  # MONAI's own deprecated internal argument
 ARMS = ["nnUNetTrainer", "nnUNetTrainerIMNet", "nnUNetTrainerIMNet_Unlabelled", "nnUNetSelfTraining"]
@@ -37,13 +35,8 @@ def budget_benchmark(synthetic_raw, tmp_path_factory) -> dict:
     work, archive = root / "work", root / "archive"
     arguments = ["benchmark", "--raw", str(synthetic_raw), "--work", str(work), *ARGUMENTS,
                  "--full-label-results", str(earlier), "--archive", str(archive)]
-    out = io.StringIO()
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("nnUNet_def_n_proc", "2")
-        patch.setattr(BenchmarkRunner, "progress_seconds", 2.0)
-        with redirect_stdout(out):
-            cli.main(arguments)
-    return {"work": work, "archive": archive, "arguments": arguments, "stdout": out.getvalue(), "earlier": earlier}
+    return {"work": work, "archive": archive, "arguments": arguments, "stdout": benchmark_in_process(arguments),
+            "earlier": earlier}
 
 
 def test_every_row_of_results_csv_says_how_many_labelled_cases_trained_it(budget_benchmark) -> None:

@@ -120,7 +120,7 @@ def write_slurm_scripts(spec: BenchmarkSpec, folder: Path, options: Mapping[str,
         "train=$(sbatch --parsable --dependency=afterok:$prepare train.sbatch)",
         *(['students=""', *students] if students else []),
         f"report=$(sbatch --parsable --dependency=afterany:$train{'$students' if students else ''} report.sbatch)",
-        f'echo "submitted: prepare $prepare, train $train, '
+        'echo "submitted: prepare $prepare, train $train, '
         + ('self-training students${students//:/ }, ' if students else '')
         + f'report $report; their logs: {_quotable(slurm_logs)}"',
     ]) + "\n")
