@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence, Tuple
 
 from nnunetv2_imnet._exttrainer import trainers_folder
+from nnunetv2_imnet.benchmark.metrics import METRIC_PARAMETERS
 from nnunetv2_imnet.benchmark.noise import NOISE_KINDS, derive_noisy_dataset, parse_condition
 from nnunetv2_imnet.benchmark.slurm import DEFAULT_OPTIONS, option_name, write_slurm_scripts
 from nnunetv2_imnet.benchmark.spec import BenchmarkSpec
@@ -81,8 +82,10 @@ def _add_benchmark_arguments(parser: argparse.ArgumentParser) -> None:
                         default=_spec_default("eval_noise"),
                         help=f"test-time corruptions of the validation cases for the robustness curves; KIND one of "
                              f"{', '.join(NOISE_KINDS)}")
-    parser.add_argument("--nsd-tolerance", type=float, default=_spec_default("nsd_tolerance_mm"),
-                        help="NSD tolerance in mm (default %(default)g)")
+    for parameter in METRIC_PARAMETERS.values():
+        parser.add_argument(parameter.option, dest=parameter.key, type=float,
+                            default=_spec_default("metric_parameters")[parameter.key],
+                            help=f"{parameter.help} (default %(default)g)")
     parser.add_argument("--seed", type=int, default=_spec_default("seed"), help="seed of the noise")
     parser.add_argument("--archive", default=None, metavar="DIR",
                         help="keep a light copy of every finished job here (summaries, curves, logs; no models or "
@@ -110,7 +113,7 @@ def _spec_from_args(args: argparse.Namespace):
                          plans=args.plans, folds=args.folds, budget=args.budget,
                          device=args.device or _default_device(), train_noise=list(args.train_noise),
                          noise_folds=args.noise_folds, eval_noise=list(args.eval_noise),
-                         nsd_tolerance_mm=args.nsd_tolerance, seed=args.seed,
+                         metric_parameters={key: getattr(args, key) for key in METRIC_PARAMETERS}, seed=args.seed,
                          archive=str(Path(args.archive).resolve()) if args.archive else None,
                          labeled_cases=sorted(set(args.labeled_cases)), label_seed=args.label_seed,
                          full_labels=not args.no_full_labels,

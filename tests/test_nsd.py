@@ -187,7 +187,7 @@ REGIONS = {"1": 1, "2": 2, "(1, 2)": (1, 2)}
 def test_registered_metrics_read_nnunet_summary_json(tmp_path: Path) -> None:
     summary = _summary_json(tmp_path)
     assert '"(1, 2)"' in summary.read_text()  # nnU-Net's key for a region
-    cases = evaluated_cases(summary, REGIONS, tolerance_mm=1.0)
+    cases = evaluated_cases(summary, REGIONS, parameters={"nsd_tolerance_mm": 1.0})
     assert list(cases) == ["case_a", "case_b"]
     dice = {case: METRICS["dice"].per_case(evaluated) for case, evaluated in cases.items()}
     assert dice["case_a"] == {"(1, 2)": 1.0, "1": 1.0, "2": 1.0}
@@ -207,8 +207,8 @@ def test_summary_dice_keeps_nan_and_other_json_is_rejected(tmp_path: Path) -> No
     entry = {"prediction_file": "/p/c.nii.gz", "reference_file": "/r/c.nii.gz", "metrics": {"3": {"Dice": math.nan}}}
     path = tmp_path / "summary.json"
     path.write_text(json.dumps({"metric_per_case": [entry]}))
-    [(case, evaluated)] = evaluated_cases(path, {"3": 3}, tolerance_mm=1.0).items()
+    [(case, evaluated)] = evaluated_cases(path, {"3": 3}, parameters={"nsd_tolerance_mm": 1.0}).items()
     assert case == "c" and math.isnan(METRICS["dice"].per_case(evaluated)["3"])
     path.write_text(json.dumps({"mean": {}}))
     with pytest.raises(ValueError, match="no 'metric_per_case'"):
-        evaluated_cases(path, {"3": 3}, tolerance_mm=1.0)
+        evaluated_cases(path, {"3": 3}, parameters={"nsd_tolerance_mm": 1.0})

@@ -53,7 +53,7 @@ def archive_job(spec: BenchmarkSpec, job: Job, archive: Path) -> List[Path]:
     if not (fold / PROVENANCE).is_file():  # the first archiving: by the runner right after training, same code
         (fold / PROVENANCE).write_text(json.dumps(_provenance(), indent=1))
     for summary in _summaries(spec, job, spec.work_path):
-        cache_costly_metrics(spec.work_path / summary, spec.model_dir(job), spec.nsd_tolerance_mm)
+        cache_costly_metrics(spec.work_path / summary, spec.model_dir(job), spec.metric_parameters)
     written = []
     for relative in _light_files(spec, job, spec.work_path):
         target = archive / relative
@@ -118,7 +118,7 @@ def _light_files(spec: BenchmarkSpec, job: Job, root: Path) -> List[Path]:
     relative to ``root``."""
     model = spec.model_dir(job).relative_to(spec.work_path)
     fold = spec.fold_dir(job).relative_to(spec.work_path)
-    cache_names = [m.cache_name(spec.nsd_tolerance_mm) for m in METRICS.values() if m.cache_file is not None]
+    cache_names = [m.cache_name(spec.metric_parameters) for m in METRICS.values() if m.cache_file is not None]
     files = [model / name for name in MODEL_FILES]
     files += [path.relative_to(root) for pattern in FOLD_PATTERNS for path in sorted((root / fold).glob(pattern))]
     for summary in _summaries(spec, job, root):

@@ -5,7 +5,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import pandas as pd
@@ -48,7 +48,7 @@ def collect(spec: BenchmarkSpec, jobs: Sequence[Job]) -> Collected:
                     "fold": job.fold}
         for evaluation, summary in spec.summary_files(job):
             if summary.is_file():
-                case_rows += _case_rows(identity, evaluation, summary, labels, file_ending, spec.nsd_tolerance_mm)
+                case_rows += _case_rows(identity, evaluation, summary, labels, file_ending, spec.metric_parameters)
         curve_rows += [{**identity, **row} for row in training_curves(fold_dir)]
     cases = pd.DataFrame(case_rows, columns=case_columns())
     cases["labeled_cases"] = cases["labeled_cases"].astype("Int64")  # whole numbers, empty for all labels
@@ -77,21 +77,21 @@ def _as_key(value) -> Label:
 
 
 def _case_rows(identity: dict, evaluation: str, summary: Path, labels: Dict[str, Tuple[Label, str]],
-               file_ending: str, tolerance_mm: float) -> List[dict]:
+               file_ending: str, parameters: Mapping[str, float]) -> List[dict]:
     """One row per case and class with every registered metric, for the cases of nnU-Net's summary.json."""
-    cases = evaluated_cases(summary, {key: label for key, (label, _) in labels.items()}, tolerance_mm, file_ending)
-    values = {metric.name: _metric_values(metric, cases, summary.parent, tolerance_mm) for metric in METRICS.values()}
+    cases = evaluated_cases(summary, {key: label for key, (label, _) in labels.items()}, parameters, file_ending)
+    values = {metric.name: _metric_values(metric, cases, summary.parent, parameters) for metric in METRICS.values()}
     return [{**identity, "evaluation": evaluation, "case": case, "class": name, "label": key,
              **{metric: values[metric][case].get(key, math.nan) for metric in values}}
             for case in cases for key, (_, name) in labels.items()]
 
 
 def _metric_values(metric: Metric, cases: Dict[str, EvaluatedCase], folder: Path,
-                   tolerance_mm: float) -> Dict[str, Dict[str, float]]:
+                   parameters: Mapping[str, float]) -> Dict[str, Dict[str, float]]:
     """case -> label key -> value; a metric with a ``cache_file`` is computed once per set of cases."""
     if metric.cache_file is None:
         return {case: dict(metric.per_case(evaluated)) for case, evaluated in cases.items()}
-    cache_file = folder / metric.cache_name(tolerance_mm)
+    cache_file = folder / metric.cache_name(parameters)
     if cache_file.is_file():
         cached = json.loads(cache_file.read_text())
         if set(cached) == set(cases):
@@ -122,15 +122,15 @@ def training_logging(fold: Path) -> dict:
             for key, values in logging.items()}
 
 
-def cache_costly_metrics(summary: Path, trainer_dir: Path, tolerance_mm: float) -> None:
+def cache_costly_metrics(summary: Path, trainer_dir: Path, parameters: Mapping[str, float]) -> None:
     """Compute and cache beside ``summary`` every metric with a cache file (NSD reads the segmentations), so that
     the report needs only the summary and its caches, not the predictions."""
     labels = _labels(trainer_dir)
     file_ending = json.loads((trainer_dir / "dataset.json").read_text())["file_ending"]
-    cases = evaluated_cases(summary, {key: label for key, (label, _) in labels.items()}, tolerance_mm, file_ending)
+    cases = evaluated_cases(summary, {key: label for key, (label, _) in labels.items()}, parameters, file_ending)
     for metric in METRICS.values():
         if metric.cache_file is not None:
-            _metric_values(metric, cases, summary.parent, tolerance_mm)
+            _metric_values(metric, cases, summary.parent, parameters)
 
 
 def _epoch_seconds(logging: dict, epoch: int) -> float:

@@ -1,11 +1,15 @@
 """Per-case metrics for the leaderboard: normalized surface Dice (NSD) via MONAI, and Dice from nnU-Net's summary.json.
 
 NSD complements Dice: it scores how much of the boundary lies within a clinically tolerable distance, which Dice
-(dominated by large interiors) barely sees. ``METRICS`` is the one place to add a metric: collection, the report's
-tables and the ranking read it.
+(dominated by large interiors) barely sees. ``METRICS`` is the one place to add a metric, with its parameter if it
+has one: collection, the report's tables, the ranking, the benchmark spec and its command-line option read it.
+
+torch, MONAI and nnU-Net are imported where a metric is computed, not with the registry: the command line reads
+the registry to build its options and must not wait for them.
 """
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,17 +17,11 @@ from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import SimpleITK as sitk
-import torch
-from monai.metrics import compute_surface_dice
-from nnunetv2.imageio.reader_writer_registry import LIST_OF_IO_CLASSES
 
 #: a label value, or a region (union of label values) as in nnU-Net's region-based training
 Label = Union[int, Tuple[int, ...]]
 #: one tolerance for every label, or one per label
 Tolerance = Union[float, Mapping[Label, float]]
-#: file endings nnU-Net can read, longest first so that a compound ending such as ".nii.gz" is stripped whole
-_KNOWN_FILE_ENDINGS = sorted({e for io in LIST_OF_IO_CLASSES for e in io.supported_file_endings},
-                             key=lambda ending: (-len(ending), ending))
 
 
 def normalized_surface_dice(prediction: np.ndarray, reference: np.ndarray, labels: Sequence[Label],
@@ -83,6 +81,9 @@ def _label_mask(segmentation: np.ndarray, label: Label) -> np.ndarray:
 def _monai_nsd(prediction: np.ndarray, reference: np.ndarray, labels: Sequence[Label], spacing: Sequence[float],
                tolerances: Mapping[Label, float]) -> Dict[Label, float]:
     """MONAI's NSD for labels present in both masks, one channel per label (regions may overlap)."""
+    import torch
+    from monai.metrics import compute_surface_dice
+
     if not labels:
         return {}
     pred = torch.from_numpy(np.stack([_label_mask(prediction, label) for label in labels])[None])
@@ -112,12 +113,20 @@ def case_nsd(prediction_file: Union[str, Path], reference_file: Union[str, Path]
 def case_id(file_name: Union[str, Path], file_ending: Optional[str] = None) -> str:
     """Case identifier: the file name without its ending (``file_ending`` if given, else a known nnU-Net ending)."""
     name = Path(file_name).name
-    endings = [file_ending] if file_ending else _KNOWN_FILE_ENDINGS
+    endings = (file_ending,) if file_ending else _known_file_endings()
     for ending in endings:
         if name.endswith(ending) and len(name) > len(ending):
             return name[:-len(ending)]
     raise ValueError(f"{name!r} does not end with {' or '.join(endings)}; pass the dataset's file_ending "
                      f"(dataset.json 'file_ending')")
+
+
+@functools.lru_cache(maxsize=None)
+def _known_file_endings() -> Tuple[str, ...]:
+    """File endings nnU-Net can read, longest first so that a compound ending such as ".nii.gz" is stripped whole."""
+    from nnunetv2.imageio.reader_writer_registry import LIST_OF_IO_CLASSES
+    return tuple(sorted({e for io in LIST_OF_IO_CLASSES for e in io.supported_file_endings},
+                        key=lambda ending: (-len(ending), ending)))
 
 
 @dataclass(frozen=True)
@@ -128,7 +137,7 @@ class EvaluatedCase:
     reference_file: str
     nnunet_metrics: Mapping[str, Mapping[str, float]]  # summary.json label key -> nnU-Net's metrics (Dice, FP, ...)
     labels: Mapping[str, Label]  # summary.json label key ("1", "(1, 2)") -> label or region
-    tolerance_mm: float  # the benchmark's boundary tolerance
+    parameters: Mapping[str, float]  # the benchmark's metric parameters by key (``MetricParameter.key``)
 
 
 @dataclass(frozen=True)
@@ -140,15 +149,33 @@ class Metric:
     title: str  # report heading
     higher_is_better: bool
     per_case: Callable[[EvaluatedCase], Mapping[str, float]]  # summary.json label key -> value (NaN: undefined)
-    cache_file: Optional[str] = None  # costly metrics are cached next to summary.json under this name
+    cache_file: Optional[str] = None  # costly metrics are cached next to summary.json; {key} formats the parameter
+    parameter: Optional["MetricParameter"] = None
 
-    def cache_name(self, tolerance_mm: float) -> Optional[str]:
-        """The cache file's name for this tolerance; None for a metric that is not cached."""
-        return None if self.cache_file is None else self.cache_file.format(tolerance_mm=tolerance_mm)
+    def cache_name(self, parameters: Mapping[str, float]) -> Optional[str]:
+        """The cache file's name for these parameter values; None for a metric that is not cached."""
+        return None if self.cache_file is None else self.cache_file.format(**parameters)
 
 
-def evaluated_cases(summary_json_path: Union[str, Path], labels: Mapping[str, Label], tolerance_mm: float,
-                    file_ending: Optional[str] = None) -> Dict[str, EvaluatedCase]:
+@dataclass(frozen=True)
+class MetricParameter:
+    """A number a metric takes from the benchmark, such as NSD's tolerance: ``BenchmarkSpec.metric_parameters`` holds
+    it under ``key`` and the command line sets it with ``option``."""
+
+    key: str
+    option: str
+    default: float
+    help: str
+    #: how the report's text names the value, e.g. "NSD at {value:g} mm"
+    described: str
+
+    def check(self, value: float) -> None:
+        if not (isinstance(value, (int, float)) and np.isfinite(value) and value > 0):
+            raise ValueError(f"{self.key} must be a positive, finite number, got {value!r} ({self.help}).")
+
+
+def evaluated_cases(summary_json_path: Union[str, Path], labels: Mapping[str, Label],
+                    parameters: Mapping[str, float], file_ending: Optional[str] = None) -> Dict[str, EvaluatedCase]:
     """case id -> ``EvaluatedCase`` for every case of nnU-Net's summary.json (its label keys as nnU-Net writes
     them: ``"1"`` for a label, ``"(1, 2)"`` for a region)."""
     summary = json.loads(Path(summary_json_path).read_text())
@@ -156,7 +183,7 @@ def evaluated_cases(summary_json_path: Union[str, Path], labels: Mapping[str, La
         raise ValueError(f"{summary_json_path} has no 'metric_per_case'; pass a summary.json written by nnU-Net's "
                          f"evaluation (nnUNetv2_evaluate_folder or the validation of nnUNetv2_train)")
     return {case_id(entry["prediction_file"], file_ending):
-            EvaluatedCase(entry["prediction_file"], entry["reference_file"], entry["metrics"], labels, tolerance_mm)
+            EvaluatedCase(entry["prediction_file"], entry["reference_file"], entry["metrics"], labels, parameters)
             for entry in summary["metric_per_case"]}
 
 
@@ -166,12 +193,20 @@ def _nnunet_dice(case: EvaluatedCase) -> Dict[str, float]:
 
 
 def _case_nsd(case: EvaluatedCase) -> Dict[str, float]:
-    values = case_nsd(case.prediction_file, case.reference_file, list(case.labels.values()), case.tolerance_mm)
+    values = case_nsd(case.prediction_file, case.reference_file, list(case.labels.values()),
+                      case.parameters[NSD_TOLERANCE.key])
     return {key: values[label] for key, label in case.labels.items()}
 
 
+NSD_TOLERANCE = MetricParameter("nsd_tolerance_mm", "--nsd-tolerance", 1.0, "NSD tolerance in mm", "NSD at {value:g} mm")
 #: name -> metric, in report order
 METRICS: Dict[str, Metric] = {metric.name: metric for metric in [
     Metric("dice", "Dice", True, _nnunet_dice),
-    Metric("nsd", "NSD", True, _case_nsd, cache_file="nsd_{tolerance_mm:g}mm.json"),
+    Metric("nsd", "NSD", True, _case_nsd, cache_file="nsd_{nsd_tolerance_mm:g}mm.json", parameter=NSD_TOLERANCE),
 ]}
+#: every metric's parameter by key
+METRIC_PARAMETERS: Dict[str, MetricParameter] = {m.parameter.key: m.parameter for m in METRICS.values() if m.parameter}
+
+
+def default_metric_parameters() -> Dict[str, float]:
+    return {key: parameter.default for key, parameter in METRIC_PARAMETERS.items()}

@@ -81,9 +81,9 @@ def write_report(spec: BenchmarkSpec, collected: Collected, out_dir: Path, comma
     lines += ["## Leaderboard (cross-validation cases, nnU-Net's own validation with TTA)", "",
               f"Mean ± sd over the validation cases of the folds run ({folds} of nnU-Net's 5-fold split"
               + (f"; datasets trained under noise: folds {', '.join(map(str, spec.noise_folds))}" if spec.train_noise
-                 else "") + f"). NSD at {spec.nsd_tolerance_mm:g} mm "
-              f"(MONAI `compute_surface_dice`). Rank: MSD-style significance ranking (one-sided Wilcoxon, "
-              f"alpha 0.05, per class and metric, averaged), lower is better.", ""]
+                 else "") + "). " + _metric_parameters_text(spec)
+              + "(MONAI `compute_surface_dice`). Rank: MSD-style significance ranking (one-sided Wilcoxon, "
+              "alpha 0.05, per class and metric, averaged), lower is better.", ""]
     directions = {metric.name: metric.higher_is_better for metric in METRICS.values()}
     ranks = msd_ranking(_long(validation), directions) if not validation.empty else pd.DataFrame()
     for task, frame in validation.groupby(TASK, sort=False):
@@ -136,6 +136,12 @@ def write_report(spec: BenchmarkSpec, collected: Collected, out_dir: Path, comma
     path = out_dir / "results.md"
     path.write_text("\n".join(lines))
     return path
+
+
+def _metric_parameters_text(spec: BenchmarkSpec) -> str:
+    """How the metrics' parameters were set, e.g. "NSD at 1 mm "."""
+    return "".join(f"{m.parameter.described.format(value=spec.metric_parameters[m.parameter.key])} "
+                   for m in METRICS.values() if m.parameter)
 
 
 def _spec_dict(spec: BenchmarkSpec) -> dict:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from nnunetv2_imnet import naming
+from nnunetv2_imnet.benchmark.metrics import METRIC_PARAMETERS, default_metric_parameters
 from nnunetv2_imnet.benchmark.noise import NOISE_KINDS, condition_name
 from nnunetv2_imnet.naming import (BASELINE_TRAINER, DEFAULT_PLANS, LABEL_BUDGET_IDS, NOISY_IDS, PLANNERS,
                                    PSEUDO_LABEL_IDS, SELF_TRAINING)
@@ -128,7 +129,8 @@ class BenchmarkSpec:
     noise_folds: List[int] = field(default_factory=lambda: [0])
     eval_noise: List[Tuple[str, float]] = field(
         default_factory=lambda: [(k, s) for k in NOISE_KINDS for s in (20.0, 10.0, 5.0)])
-    nsd_tolerance_mm: float = 1.0
+    #: the metrics' parameters by key (``metrics.METRIC_PARAMETERS``), e.g. NSD's tolerance in mm
+    metric_parameters: Dict[str, float] = field(default_factory=default_metric_parameters)
     seed: int = 0
     #: a folder that keeps a light copy of every finished job and restores it into a fresh work folder (archive.py)
     archive: Optional[str] = None
@@ -161,8 +163,12 @@ class BenchmarkSpec:
         for name, folds in (("folds", self.folds), ("noise_folds", self.noise_folds)):
             if any(f not in range(5) for f in folds):
                 raise ValueError(f"{name} {folds} must be among nnU-Net's 5 cross-validation folds 0-4.")
-        if self.nsd_tolerance_mm <= 0:
-            raise ValueError(f"nsd_tolerance_mm must be > 0, got {self.nsd_tolerance_mm}.")
+        unknown = sorted(set(self.metric_parameters) ^ set(METRIC_PARAMETERS))
+        if unknown:
+            raise ValueError(f"metric_parameters must give exactly {sorted(METRIC_PARAMETERS)}; "
+                             f"{unknown} missing or unknown in {self.metric_parameters}.")
+        for key, value in self.metric_parameters.items():
+            METRIC_PARAMETERS[key].check(value)
         if not self.datasets:
             raise ValueError("Give at least one dataset id.")
         if not self.folds and not (self.train_noise and self.noise_folds):
@@ -358,6 +364,8 @@ class BenchmarkSpec:
             raise FileNotFoundError(f"No benchmark spec at {path}. `nnunetv2-imnet benchmark ... --work DIR` "
                                     f"writes DIR/spec.json; pass that file.")
         values = json.loads(Path(path).read_text())
+        if "nsd_tolerance_mm" in values:  # spec.json written before metric parameters were declared with the metric
+            values["metric_parameters"] = {"nsd_tolerance_mm": values.pop("nsd_tolerance_mm")}
         for key in ("train_noise", "eval_noise"):
             values[key] = [tuple(v) for v in values.get(key, [])]
         return cls(**values).validate()
