@@ -165,7 +165,8 @@ def _edit_split(unlabelled) -> Callable[[Path], None]:
 
 
 @pytest.mark.parametrize("spoil, error, message", [
-    (lambda root: shutil.rmtree(_unlabelled(root)), FileNotFoundError, "prepare-unlabelled -d DATASET"),
+    (lambda root: shutil.rmtree(_unlabelled(root)), FileNotFoundError,
+     "prepare-unlabelled -d Dataset990_IMNetDemo -c 3d_fullres -p nnUNetPlans -i IMAGES_FOLDER"),
     (_edit_manifest(spacing=[2.0, 2.0, 2.0]), ValueError, "spacing [2.0, 2.0, 2.0]"),
     (_edit_manifest(num_channels=2), ValueError, "num_channels 2 (this training: 1)"),
     (_edit_manifest(cases=[]), ValueError, "holds no prepared unlabelled case"),

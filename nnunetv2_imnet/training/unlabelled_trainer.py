@@ -22,7 +22,7 @@ from nnunetv2_imnet.mi.head import MIOutput
 from nnunetv2_imnet.training.checkpoint import peek_checkpoint_entry
 from nnunetv2_imnet.training.imnet_trainer import nnUNetTrainerIMNet
 from nnunetv2_imnet.training.unlabelled_loader import UnlabelledDataLoader, UnlabelledDataset, rank_batch_size
-from nnunetv2_imnet.unlabelled import SPLIT_KEY, Manifest, unlabelled_folder
+from nnunetv2_imnet.unlabelled import MANIFEST, SPLIT_KEY, Manifest, unlabelled_folder
 
 CHECKPOINT_KEY = "imnet_unlabelled"
 CHECKPOINT_FORMAT = 1
@@ -66,10 +66,13 @@ class nnUNetTrainerIMNet_Unlabelled(nnUNetTrainerIMNet):
             raise ValueError(f"{type(self).__name__} cannot train a cascade stage ({self.configuration_name}): its "
                              f"input includes the previous stage's segmentation, which unlabelled images lack.")
         folder = self.unlabelled_folder
+        command = (f"nnunetv2-imnet prepare-unlabelled -d {self.plans_manager.dataset_name} -c "
+                   f"{self.configuration_name} -p {self.plans_manager.plans_name} -i IMAGES_FOLDER")
+        if not (folder / MANIFEST).is_file():
+            raise FileNotFoundError(f"{type(self).__name__} found no prepared unlabelled images in {folder}. Prepare "
+                                    f"them with: {command}")
         manifest = Manifest.read(folder)
-        prepare = (f"Prepare them again for these plans: nnunetv2-imnet prepare-unlabelled -d "
-                   f"{self.plans_manager.dataset_name} -c {self.configuration_name} -p {self.plans_manager.plans_name} "
-                   f"-i IMAGES_FOLDER")
+        prepare = f"Prepare them again for these plans: {command}"
         expected = {"plans_identifier": self.plans_manager.plans_name, "configuration": self.configuration_name,
                     "num_channels": self.num_image_channels,
                     "spacing": [float(s) for s in self.configuration_manager.spacing]}
