@@ -144,7 +144,7 @@ def synthetic_unlabelled_batches(trainer, seed: int) -> Iterator[dict]:
     once: the step cost does not depend on their content, and this leaves their augmentation out of the step as
     the labelled batches' is."""
     generator = torch.Generator().manual_seed(seed)
-    size = trainer.global_unlabelled_batch_size or trainer.configuration_manager.batch_size
+    size = trainer.global_unlabelled_batch_size()
     data = torch.randn([size, trainer.num_image_channels, *trainer.configuration_manager.patch_size],
                        generator=generator)
     return itertools.repeat({"data": data})

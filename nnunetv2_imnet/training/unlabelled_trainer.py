@@ -44,7 +44,8 @@ class nnUNetTrainerIMNet_Unlabelled(nnUNetTrainerIMNet):
         self.unlabelled_manifest: Optional[Manifest] = None
         self.unlabelled_cases: List[str] = []
         self.dataloader_unlabelled = None
-        self.global_unlabelled_batch_size = _batch_size_from_environment(type(self).unlabelled_batch_size)
+        #: the unlabelled patches per step asked for (environment or class attribute); None: the labelled batch's
+        self.requested_unlabelled_batch_size = _batch_size_from_environment(type(self).unlabelled_batch_size)
         #: unlabelled batches this rank has taken, over every attempt of the run (saved in the checkpoint)
         self.unlabelled_batches_drawn = 0
         self._restored_unlabelled: Optional[Dict[str, Any]] = None
@@ -98,7 +99,7 @@ class nnUNetTrainerIMNet_Unlabelled(nnUNetTrainerIMNet):
         self.dataloader_unlabelled = self._unlabelled_augmenter(self.unlabelled_cases)
         self.print_to_log_file(
             f"IMNet: {len(self.unlabelled_cases)} unlabelled cases from {self.unlabelled_folder}; "
-            f"{self._global_unlabelled_batch_size()} unlabelled patches per step over all ranks; the unlabelled stream "
+            f"{self.global_unlabelled_batch_size()} unlabelled patches per step over all ranks; the unlabelled stream "
             f"starts at its batch {self.unlabelled_batches_drawn}")
         return loaders
 
@@ -134,8 +135,9 @@ class nnUNetTrainerIMNet_Unlabelled(nnUNetTrainerIMNet):
                 f"images it was trained with, or start a new run with -pretrained_weights.")
         return sorted(cases)
 
-    def _global_unlabelled_batch_size(self) -> int:
-        return self.global_unlabelled_batch_size or self.configuration_manager.batch_size
+    def global_unlabelled_batch_size(self) -> int:
+        """Unlabelled patches per step over all DDP ranks."""
+        return self.requested_unlabelled_batch_size or self.configuration_manager.batch_size
 
     def _unlabelled_augmenter(self, cases: List[str]):
         """nnU-Net's training augmentation without the label-only steps (deep-supervision targets, regions), in worker
@@ -150,7 +152,7 @@ class nnUNetTrainerIMNet_Unlabelled(nnUNetTrainerIMNet):
             foreground_labels=self.label_manager.foreground_labels, regions=None, ignore_label=None)
         loader = UnlabelledDataLoader(
             UnlabelledDataset(str(self.unlabelled_folder), cases),
-            rank_batch_size(self._global_unlabelled_batch_size(), world, rank), initial_patch_size, patch_size,
+            rank_batch_size(self.global_unlabelled_batch_size(), world, rank), initial_patch_size, patch_size,
             self.label_manager, transforms, seed=[type(self).unlabelled_seed, rank],
             first_batch=self.unlabelled_batches_drawn)
         processes = get_allowed_n_proc_DA()
@@ -175,7 +177,7 @@ class nnUNetTrainerIMNet_Unlabelled(nnUNetTrainerIMNet):
         return {**super().checkpoint_extras(), CHECKPOINT_KEY: {
             "format": CHECKPOINT_FORMAT,
             "cases": self.unlabelled_cases,
-            "global_batch_size": self._global_unlabelled_batch_size(),
+            "global_batch_size": self.global_unlabelled_batch_size(),
             "seed": type(self).unlabelled_seed,
             "batches_drawn": self.unlabelled_batches_drawn,
         }}
@@ -190,10 +192,10 @@ class nnUNetTrainerIMNet_Unlabelled(nnUNetTrainerIMNet):
                 f"{type(self).__name__}, which cannot continue it. To start from its network weights, use "
                 f"nnUNetv2_train ... -tr {type(self).__name__} -pretrained_weights {filename_or_checkpoint}")
         super().load_checkpoint(filename_or_checkpoint)
-        if state["global_batch_size"] != self._global_unlabelled_batch_size():
+        if state["global_batch_size"] != self.global_unlabelled_batch_size():
             raise ValueError(
                 f"{filename_or_checkpoint} was trained with {state['global_batch_size']} unlabelled patches per step, "
-                f"this run would use {self._global_unlabelled_batch_size()}; set {BATCH_SIZE_VARIABLE}="
+                f"this run would use {self.global_unlabelled_batch_size()}; set {BATCH_SIZE_VARIABLE}="
                 f"{state['global_batch_size']} to continue it.")
         self.unlabelled_batches_drawn = int(state["batches_drawn"])
         self._restored_unlabelled = state
