@@ -18,10 +18,12 @@ from fake_runs import finish_run
 from nnunetv2_imnet import cli
 from nnunetv2_imnet.benchmark.archive import archive_pseudo_labels, restore_pseudo_labels
 from nnunetv2_imnet.benchmark.collect import collect
+from nnunetv2_imnet.benchmark.comparisons import compare_budgets
 from nnunetv2_imnet.benchmark.label_budgets import (budget_splits, check_budgets, draw_labelled, link_preprocessed,
                                                     link_raw_dataset, source_splits)
-from nnunetv2_imnet.benchmark.learning_curve import THIS_RUN, learning_curve
+from nnunetv2_imnet.benchmark.learning_curve import THIS_RUN, label_gap, learning_curve
 from nnunetv2_imnet.benchmark.report import write_report
+from nnunetv2_imnet.benchmark.report_budgets import label_gap_section
 from nnunetv2_imnet.benchmark.report_plots import learning_curve_plot
 from nnunetv2_imnet.benchmark.runner import BenchmarkRunner
 from nnunetv2_imnet.benchmark.self_training import PREDICTED_MARKER, build_student_dataset
@@ -349,3 +351,46 @@ def test_the_report_of_a_budget_shows_its_labelled_cases_and_what_self_training_
     assert f"| {L1}/3d_fullres | `{BASE}` | 1 | 5 |  |" in text
     assert f"| {L1}/3d_fullres | `{SELF}` | `{BASE}` | Dice ↑ | 0 | +0.1000 |" in text
     assert (path.parent / f"learning_curve_{SOURCE}_3d_fullres.png").is_file()
+    assert "### Distance from the full-label baseline" in text  # no full-label point here: every share n/a
+    assert f"| {SOURCE}/3d_fullres | `{SELF}` | 1 | 0 | Dice | 0.7000 | 0.6000 | n/a | n/a | n/a |" in text
+
+
+def test_the_label_gap_is_measured_from_the_baselines_full_label_point_on_the_same_folds() -> None:
+    curve = pd.DataFrame(
+        [[SOURCE, "3d_fullres", BASE, 1, "label budget", [0, 1], "dice", 0.70, 0, 0],
+         [SOURCE, "3d_fullres", UNLABELLED, 1, "label budget", [0, 1], "dice", 0.76, 0, 0],
+         [SOURCE, "3d_fullres", SELF, 1, "label budget", [0], "dice", 0.80, 0, 0],  # other folds: no share
+         [SOURCE, "3d_fullres", IMNET, 1, "label budget", [0, 1], "dice", 0.64, 0, 0],
+         [SOURCE, "3d_fullres", BASE, 2, "label budget", [0, 1], "dice", 0.90, 0, 0],  # above full labels: no gap
+         [SOURCE, "3d_fullres", BASE, 160, "from cpu1k", [0, 1], "dice", 0.85, 0, 0]],
+        columns=["source", "configuration", "method", "labeled_cases", "origin", "folds", "metric", "mean", "ci_low",
+                 "ci_high"])
+    gap = label_gap(curve, BASE).set_index(["method", "labeled_cases"])
+    assert len(gap) == 5  # the budgets' points only
+    assert gap.loc[(BASE, 1), "share_closed"] == pytest.approx(0.0)
+    assert gap.loc[(UNLABELLED, 1), ["supervised", "full_label", "distance", "share_closed"]].tolist() == \
+        pytest.approx([0.70, 0.85, 0.09, 0.4])
+    assert gap.loc[(IMNET, 1), "share_closed"] == pytest.approx(-0.4)
+    assert math.isnan(gap.loc[(SELF, 1), "share_closed"]) and math.isnan(gap.loc[(SELF, 1), "supervised"])
+    assert math.isnan(gap.loc[(BASE, 2), "share_closed"]) and gap.loc[(BASE, 2), "distance"] == pytest.approx(-0.05)
+    lines = "\n".join(label_gap_section(label_gap(curve, BASE), BASE))
+    assert f"| {SOURCE}/3d_fullres | `{UNLABELLED}` | 1 | 0, 1 | Dice | 0.7600 | 0.7000 | 0.8500 | 0.0900 | 40% |" \
+        in lines
+    assert f"| {SOURCE}/3d_fullres | `{SELF}` | 1 | 0 | Dice | 0.8000 | n/a | n/a | n/a | n/a |" in lines
+
+
+def test_the_positive_control_pairs_the_baseline_on_each_budget_with_the_next_smaller_by_fold_and_case() -> None:
+    budgets = [LabelBudget(SOURCE, 1, L1), LabelBudget(SOURCE, 2, L2), LabelBudget(SOURCE, 5, "Dataset702_L5")]
+    validation = _validation([(L1, BASE, 0, [0.5, 0.6]), (L1, BASE, 1, [0.4, 0.4]), (L1, BASE, 2, [0.3, 0.3]),
+                              (L2, BASE, 0, [0.7, 0.6]), (L2, BASE, 1, [0.5, 0.7]),  # fold 2 not finished at 2
+                              (L1, IMNET, 0, [0.0, 0.0]), (L2, IMNET, 0, [1.0, 1.0]),  # another arm: not compared
+                              (SOURCE, BASE, 0, [0.9, 0.9])])  # the source itself is no budget
+    table = compare_budgets(validation, budgets, BASE, ["dice"])
+    assert len(table) == 1  # 1 -> 2 only: no run on 5 labelled cases
+    row = table.iloc[0]
+    assert (row["dataset"], row["method"], row["reference"]) == (SOURCE, f"{BASE} @ 2 labelled",
+                                                                  f"{BASE} @ 1 labelled")
+    assert row["folds"] == (0, 1) and row["fold_differences"] == pytest.approx((0.1, 0.2))
+    assert row["fold_difference"] == pytest.approx(0.15) and row["sign_flip_p"] == pytest.approx(0.5)
+    assert row["cases"] == 4 and row["case_difference"] == pytest.approx(0.15)
+    assert compare_budgets(validation, budgets, "nnUNetTrainerNoSuchArm", ["dice"]).empty

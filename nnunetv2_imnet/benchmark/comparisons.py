@@ -1,6 +1,7 @@
 """Every candidate arm against the baseline, and the extra reference pairs (every regularised arm against its weight-0
 control, the unlabelled IMNet arm against nnU-Net self-training), per task and metric, with the case and with the
-fold as the unit; and the Dice each arm loses to test-time noise, for the same comparisons.
+fold as the unit; the Dice each arm loses to test-time noise, for the same comparisons; and one arm against itself
+on the next smaller label budget (the positive control of a label-budget study).
 
 Holm's adjustment runs over one call, i.e. one table of the report: every comparison made there (candidate x
 reference x metric x task) is one family, separately for the case-level Wilcoxon and the fold-level sign-flip
@@ -12,6 +13,7 @@ from typing import Sequence, Tuple
 
 import pandas as pd
 
+from nnunetv2_imnet.benchmark.spec import LabelBudget
 from nnunetv2_imnet.benchmark.stats import fold_comparison, holm, paired_comparison
 from nnunetv2_imnet.naming import CLEAN, TEST, VALIDATION
 
@@ -43,10 +45,44 @@ def compare_arms(frame: pd.DataFrame, baseline: str, metrics: Sequence[str],
             compared += [(arm, reference) for arm, reference in pairs if arm in methods and reference in methods]
             rows += [[dataset, configuration, method, reference, metric,
                       *_both_levels(per_case.loc[reference], per_case.loc[method])] for method, reference in compared]
+    return _with_holm(rows)
+
+
+def _with_holm(rows: list) -> pd.DataFrame:
+    """The table of ``rows`` (``COLUMNS`` without Holm's) with Holm's adjustment over all of it, per level."""
     table = pd.DataFrame(rows, columns=[c for c in COLUMNS if not c.endswith("_holm")])
     table.insert(COLUMNS.index("wilcoxon_p_holm"), "wilcoxon_p_holm", holm(table["wilcoxon_p"]))
     table.insert(COLUMNS.index("sign_flip_p_holm"), "sign_flip_p_holm", holm(table["sign_flip_p"]))
     return table
+
+
+def compare_budgets(frame: pd.DataFrame, budgets: Sequence[LabelBudget], method: str,
+                    metrics: Sequence[str]) -> pd.DataFrame:
+    """``method`` on each label budget against itself on the next smaller budget of the same source dataset and
+    configuration, paired by fold and validation case (nested budgets share every fold's validation cases): what
+    more labels give one arm, the positive control that shows what size of effect the design can see.
+
+    One row per source, configuration, metric and pair of budgets, with ``compare_arms``'s columns; ``method`` and
+    ``reference`` name the budgets (``"<method> @ N labelled"``); Holm's adjustment over this table.
+    """
+    by_dataset = {budget.dataset: budget for budget in budgets}
+    arm = frame[(frame["method"] == method) & frame["dataset"].isin(by_dataset)]
+    arm = arm.assign(source=arm["dataset"].map(lambda dataset: by_dataset[dataset].source))
+    rows = []
+    for (source, configuration), group in arm.groupby(["source", "configuration"], sort=False):
+        present = sorted({by_dataset[dataset] for dataset in group["dataset"]}, key=lambda b: b.labeled_cases)
+        for smaller, larger in zip(present, present[1:]):
+            for metric in metrics:
+                fewer, more = (per_case_means(group[group["dataset"] == budget.dataset], metric).loc[method]
+                               for budget in (smaller, larger))
+                rows.append([source, configuration, budget_label(method, larger.labeled_cases),
+                             budget_label(method, smaller.labeled_cases), metric, *_both_levels(fewer, more)])
+    return _with_holm(rows)
+
+
+def budget_label(method: str, labeled_cases: int) -> str:
+    """How the budget comparisons name a method trained on a label budget."""
+    return f"{method} @ {labeled_cases} labelled"
 
 
 def noise_drops(cases: pd.DataFrame, metric: str = "dice") -> pd.DataFrame:

@@ -19,6 +19,8 @@ from nnunetv2_imnet.benchmark.spec import BenchmarkSpec, LabelBudget
 
 COLUMNS = ["source", "configuration", "method", "labeled_cases", "origin", "folds", "metric", "mean", "ci_low",
            "ci_high"]
+GAP_COLUMNS = ["source", "configuration", "metric", "method", "labeled_cases", "folds", "mean", "supervised",
+               "full_label", "distance", "share_closed"]
 #: the origin of the points drawn from the budgets, and of full-label points from this run
 BUDGET, THIS_RUN = "label budget", "this run"
 
@@ -101,3 +103,35 @@ def _points(frame: pd.DataFrame, source: str, configuration: str, metrics: Seque
             rows.append([source, configuration, method, x(folds), origin, folds, metric, float(means.mean()),
                          *t_interval(means.to_numpy())])
     return rows
+
+
+def label_gap(curve: pd.DataFrame, baseline: str) -> pd.DataFrame:
+    """Per budget point of ``curve`` (``GAP_COLUMNS``): its distance below ``baseline``'s full-label point, and the
+    share of the label gap it closes.
+
+    The label gap at N labelled cases is the full-label baseline minus the baseline on the same N; an arm's share is
+    (arm - baseline on N) / gap: 0 = no better than the supervised baseline on the same labels, 1 = as good as the
+    baseline with every label, below 0 = worse than the supervised baseline. NaN where the gap is not positive, or
+    where a point is missing or covers other folds than the arm's (shares of different folds would not compare).
+    """
+    keys = ["source", "configuration", "metric"]
+    full = curve[(curve["origin"] != BUDGET) & (curve["method"] == baseline)].set_index(keys)
+    points = curve[curve["origin"] == BUDGET]
+    supervised = points[points["method"] == baseline].set_index(keys + ["labeled_cases"])
+    rows = []
+    for point in points.itertuples():
+        key = (point.source, point.configuration, point.metric)
+        top = _on_folds(full, key, point.folds)
+        low = _on_folds(supervised, key + (point.labeled_cases,), point.folds)
+        gap = top - low
+        rows.append([*key, point.method, point.labeled_cases, point.folds, point.mean, low, top, top - point.mean,
+                     (point.mean - low) / gap if gap > 0 else math.nan])
+    return pd.DataFrame(rows, columns=GAP_COLUMNS)
+
+
+def _on_folds(points: pd.DataFrame, key: tuple, folds: List[int]) -> float:
+    """The mean of the point at ``key`` if it covers exactly ``folds``; NaN otherwise."""
+    if key not in points.index:
+        return math.nan
+    point = points.loc[key]
+    return float(point["mean"]) if list(point["folds"]) == list(folds) else math.nan

@@ -11,16 +11,16 @@ import numpy as np
 import pandas as pd
 
 from nnunetv2_imnet.benchmark.collect import Collected, cost_per_job
-from nnunetv2_imnet.benchmark.comparisons import compare_arms, noise_drops, per_case_means
+from nnunetv2_imnet.benchmark.comparisons import compare_arms, compare_budgets, noise_drops, per_case_means
 from nnunetv2_imnet.benchmark.convergence import (FRACTIONS, final_values, iterations_per_epoch, late_gain,
                                                   steps_to_target)
-from nnunetv2_imnet.benchmark.learning_curve import learning_curve, training_cases
+from nnunetv2_imnet.benchmark.learning_curve import label_gap, learning_curve, training_cases
 from nnunetv2_imnet.benchmark.markdown import table as markdown_table
 from nnunetv2_imnet.benchmark.metrics import METRICS
-from nnunetv2_imnet.benchmark.report_budgets import label_budget_section, learning_curve_section
+from nnunetv2_imnet.benchmark.report_budgets import label_budget_section, label_gap_section, learning_curve_section
 from nnunetv2_imnet.benchmark.report_plots import write_plots
 from nnunetv2_imnet.benchmark.self_training import PSEUDO_LABEL_STAGE
-from nnunetv2_imnet.benchmark.spec import BenchmarkSpec, Job, Method, Task
+from nnunetv2_imnet.benchmark.spec import BenchmarkSpec, Job, LabelBudget, Method, Task
 from nnunetv2_imnet.benchmark.stats import msd_ranking
 from nnunetv2_imnet.naming import BASELINE_TRAINER, CLEAN, SELF_TRAINING, TEST, VALIDATION
 
@@ -57,6 +57,12 @@ CONTROL = (
     "control (`{controls}`): the same code, whose critic trains and whose MI is estimated, with no MI gradient "
     "reaching the network. Against the baseline, an arm's difference is everything the IMNet code path changes; "
     "against the control, it is the MI gradient alone, which is what IM-Net claims helps.")
+POSITIVE_CONTROL = (
+    "What size of effect this design can see: `{baseline}` on each label budget against itself on the next smaller "
+    "one (nested: the smaller budget's cases are among the larger's), paired by fold and validation case, with the "
+    "fold-level and case-level analyses of the paired differences below; Holm's adjustment over this table only "
+    "(a check of the design, not one of the study's comparisons). It shows a real effect, that of more labels, "
+    "and how strong the fold-level evidence for such an effect can get with these folds.")
 AGAINST_SELF_TRAINING = (
     "Each IMNet arm that learns from unlabelled images is also compared against nnU-Net self-training on the same "
     "label budget (`{pairs}`): both get each fold's same labelled and unlabelled cases, the one through the MI term, "
@@ -102,7 +108,10 @@ def write_report(spec: BenchmarkSpec, collected: Collected, out_dir: Path, comma
                                None if full_label is None else full_label[full_label["evaluation"] == VALIDATION],
                                f"from {spec.full_label_results}")
         lines += ["## Label budgets", "", *label_budget_section(spec, collected.label_budgets), "",
-                  "## Learning curve", "", *learning_curve_section(curve), ""]
+                  "## Learning curve", "", *learning_curve_section(curve), "",
+                  "### Distance from the full-label baseline", "", *label_gap_section(label_gap(curve, baseline),
+                                                                                       baseline), "",
+                  *_positive_control(validation, collected.label_budgets, baseline)]
     differences = compare_arms(validation, baseline, list(METRICS), pairs)
     lines += ["## Paired differences against the baseline and the control", "", WHICH_TO_TRUST, "",
               *_comparison_sections(differences, baseline)]
@@ -221,6 +230,17 @@ def _comparison_sections(table: pd.DataFrame, baseline: str) -> List[str]:
         *_fold_table(table, _title), "",
         "### Case level (unit: case; each arm's trained models taken as fixed)", "", CASE_LEVEL + " " + family, "",
         *_case_table(table, _title), ""]
+
+
+def _positive_control(validation: pd.DataFrame, budgets: Sequence[LabelBudget], baseline: str) -> List[str]:
+    """The baseline on each label budget against the next smaller one, where it finished both."""
+    table = compare_budgets(validation, budgets, baseline, list(METRICS))
+    if table.empty:
+        return []
+    return ["### Positive control: what one budget more gives the baseline", "",
+            POSITIVE_CONTROL.format(baseline=baseline), "",
+            "Fold level (unit: one trained model per budget and fold):", "", *_fold_table(table, _title), "",
+            "Case level (unit: case):", "", *_case_table(table, _title), ""]
 
 
 def _noise_comparison(noise: pd.DataFrame, baseline: str, pairs: Sequence[Tuple[str, str]]) -> List[str]:

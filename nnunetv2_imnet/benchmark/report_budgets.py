@@ -25,6 +25,13 @@ LEARNING_CURVE = (
     "Mean over folds of each fold's mean over its validation cases (mean over classes per case), against the number "
     "of labelled training cases a fold; 95% CI: t-interval over the fold means (none with 1 fold). The full-label "
     "points are on the same folds as the budgets, at the mean number of training cases of those folds.")
+LABEL_GAP = (
+    "How far each arm is from `{baseline}` with every label (its full-label point of the learning curve, same "
+    "folds), and the share of the label gap it closes: gap = full-label `{baseline}` - `{baseline}` on the same "
+    "labelled cases; share = (arm - `{baseline}` on the same labelled cases) / gap. 0: no better than supervised "
+    "nnU-Net on the same labels; 1: as good as nnU-Net with all labels; below 0: worse than supervised. From the "
+    "fold means; a small gap makes the share noisy, so read it with the paired differences (n/a: no full-label "
+    "point, no positive gap, or points over different folds).")
 
 
 def label_budget_section(spec: BenchmarkSpec, budgets: Sequence[LabelBudget]) -> List[str]:
@@ -58,6 +65,23 @@ def learning_curve_section(curve: pd.DataFrame) -> List[str]:
                      f"all: {labeled:g} ({origin})", ", ".join(map(str, folds))] + cells)
     return [LEARNING_CURVE, "", *table(["task", "method", "labelled cases", "folds"]
                                            + [f"{m.title} [95% CI]" for m in METRICS.values()], rows)]
+
+
+def label_gap_section(gap: pd.DataFrame, baseline: str) -> List[str]:
+    """``learning_curve.label_gap``'s rows as a table."""
+    if gap.empty:
+        return ["(no finished run on a label budget yet)"]
+    rows = [[f"{r.source}/{r.configuration}", f"`{r.method}`", f"{r.labeled_cases:g}", ", ".join(map(str, r.folds)),
+             METRICS[r.metric].title, f"{r.mean:.4f}", _value(r.supervised), _value(r.full_label),
+             _value(r.distance), "n/a" if math.isnan(r.share_closed) else f"{r.share_closed:.0%}"]
+            for r in gap.itertuples()]
+    return [LABEL_GAP.format(baseline=baseline), "",
+            *table(["task", "method", "labelled cases", "folds", "metric", "mean", f"`{baseline}` on them",
+                    f"`{baseline}`, all labels", "below all labels", "share of the gap closed"], rows)]
+
+
+def _value(number: float) -> str:
+    return "n/a" if math.isnan(number) else f"{number:.4f}"
 
 
 def _mean_ci(row: pd.Series) -> str:
