@@ -38,7 +38,7 @@ def test_report_has_the_leaderboard_first_and_every_section(smoke_benchmark):
                      "Fold level (unit: one trained model per arm and fold)",
                      "Case level (unit: case; each arm's trained models taken as fixed)",
                      "Per fold (mean over each fold's validation cases)", "Training cost (measured in the same runs)",
-                     "Convergence", "Steps to reach 90% and 95% of the baseline's final pseudo Dice",
+                     "Convergence", "Steps to reach 90% and 95% of the baseline's final pseudo Dice, per fold",
                      "Noise robustness (validation cases corrupted at test time, no TTA)", "Plots", "Provenance"):
         assert expected in sections
     assert "| `nnUNetTrainer` |" in text and "| `nnUNetTrainerIMNet` |" in text

@@ -1,5 +1,5 @@
 """Training efficiency: validation pseudo Dice against training steps, and the steps each arm needs to reach a
-fraction of the baseline's final pseudo Dice (IM-Net's first claim is faster training).
+fraction of the baseline's final pseudo Dice on the same fold (IM-Net's first claim is faster training).
 
 The curve is nnU-Net's per-epoch ``mean_fg_dice`` (pseudo Dice on the epoch's validation batches, kept in the
 checkpoint's logging), not the EMA: with 20 epochs nnU-Net's EMA (weight 0.9) lags the curve by about 10 epochs.
@@ -41,9 +41,9 @@ def final_values(training: pd.DataFrame) -> pd.DataFrame:
 
 
 def baseline_final(training: pd.DataFrame, baseline: str) -> pd.Series:
-    """Per task: the mean over the baseline's folds of its pseudo Dice at the last epoch (the reference level)."""
+    """Per task and fold: the baseline's pseudo Dice at its last epoch (the level a fold's targets are fractions of)."""
     final = final_values(training)
-    return final[final["method"] == baseline].groupby(TASK)[CURVE].mean()
+    return final[final["method"] == baseline].set_index(TASK + ["fold"])[CURVE]
 
 
 def late_gain(training: pd.DataFrame) -> pd.DataFrame:
@@ -66,25 +66,29 @@ def late_gain(training: pd.DataFrame) -> pd.DataFrame:
 def steps_to_target(training: pd.DataFrame, baseline: str, iterations: int,
                     fractions: Sequence[float] = FRACTIONS) -> pd.DataFrame:
     """Per task, method and fraction: steps each fold needed to reach ``fraction`` x the baseline's final pseudo
-    Dice, and their median and range over folds.
+    Dice on the same fold, and their median and range over folds.
 
-    A fold that never reaches the target counts as infinitely slow, so it is kept: the median is infinite (not
-    reached) when half or more of the folds miss it, and so is the upper end of the range when any fold does.
-    Tasks without a finished baseline run have no target and no rows.
+    Targets are per fold, paired like the fold-level comparisons: with few labels the folds' levels differ by up to
+    0.1 Dice (which case is labelled decides the room), and one pooled target would time the folds' difficulty
+    instead of the arms' speed. A fold that never reaches its target counts as infinitely slow, so it is kept: the
+    median is infinite (not reached) when half or more of the folds miss it, and so is the upper end of the range
+    when any fold does. Folds without a finished baseline run have no target and are left out (no rows for a method
+    without any).
     """
-    columns = TASK + ["method", "fraction", "target", "folds", "steps", "reached", "median", "fastest", "slowest"]
+    columns = TASK + ["method", "fraction", "folds", "targets", "steps", "reached", "median", "fastest", "slowest"]
     references = baseline_final(training, baseline)
     curves = with_steps(training, iterations).sort_values("epoch")
     rows = []
     for (dataset, configuration, method), group in curves.groupby(TASK + ["method"], sort=False):
-        if (dataset, configuration) not in references.index:
+        paired = {int(fold): curve for fold, curve in group.groupby("fold")
+                  if (dataset, configuration, fold) in references.index}
+        if not paired:
             continue
         for fraction in fractions:
-            target = fraction * references.loc[(dataset, configuration)]
-            per_fold = {int(fold): steps_to_reach(curve["steps"], curve[CURVE], target)
-                        for fold, curve in group.groupby("fold")}
-            needed = np.array([np.inf if s is None else s for s in per_fold.values()], dtype=float)
-            rows.append([dataset, configuration, method, fraction, target, tuple(per_fold), tuple(per_fold.values()),
-                         int(np.isfinite(needed).sum()), float(np.median(needed)), float(needed.min()),
-                         float(needed.max())])
+            targets = {fold: fraction * float(references.loc[(dataset, configuration, fold)]) for fold in paired}
+            steps = [steps_to_reach(curve["steps"], curve[CURVE], targets[fold]) for fold, curve in paired.items()]
+            needed = np.array([np.inf if s is None else s for s in steps], dtype=float)
+            rows.append([dataset, configuration, method, fraction, tuple(paired), tuple(targets.values()),
+                         tuple(steps), int(np.isfinite(needed).sum()), float(np.median(needed)),
+                         float(needed.min()), float(needed.max())])
     return pd.DataFrame(rows, columns=columns)

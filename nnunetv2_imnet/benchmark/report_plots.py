@@ -119,7 +119,7 @@ def _fold_differences(table: pd.DataFrame, path: Path) -> Path:
 
 def _training_curves(frame: pd.DataFrame, baseline: str, iterations: int, path: Path) -> Path:
     """Pseudo Dice (and, where logged, the MI estimate) against training steps: one thin line per fold, marked by
-    its fold, and the mean over folds as a thick line per method; the convergence targets as dashed lines."""
+    its fold, and the mean over folds as a thick line per method; each fold's convergence targets as dashed lines."""
     curves = with_steps(frame, iterations)
     has_mi = bool(curves["mi_estimate"].notna().any())
     fig, axes = plt.subplots(1, 2 if has_mi else 1, figsize=(14 if has_mi else 8, 5.5), squeeze=False)
@@ -129,12 +129,13 @@ def _training_curves(frame: pd.DataFrame, baseline: str, iterations: int, path: 
     dice_ax.set(xlabel="training steps (batches)", ylabel="pseudo Dice",
                 title="validation pseudo Dice (nnU-Net's mean_fg_dice per epoch)")
     handles = _method_handles(curves, methods) + _fold_handles(curves)
-    reference = baseline_final(frame, baseline)
-    if len(reference):
-        for fraction, style in zip(FRACTIONS, ("--", ":")):
-            dice_ax.axhline(fraction * reference.iloc[0], color="0.3", linestyle=style, linewidth=1)
-            handles.append(Line2D([], [], color="0.3", linestyle=style,
-                                  label=f"{fraction:.0%} of {baseline}'s final ({fraction * reference.iloc[0]:.3f})"))
+    reference = baseline_final(frame, baseline).droplevel(["dataset", "configuration"])  # one task per plot
+    for fraction, style in zip(FRACTIONS if len(reference) else (), ("--", ":")):
+        for level in reference:
+            dice_ax.axhline(fraction * level, color="0.3", linestyle=style, linewidth=1)
+        per_fold = ", ".join(f"{fold}: {fraction * level:.3f}" for fold, level in reference.items())
+        handles.append(Line2D([], [], color="0.3", linestyle=style,
+                              label=f"{fraction:.0%} of {baseline}'s final, per fold ({per_fold})"))
     if has_mi:
         mi_ax = axes[0][1]
         _fold_lines(mi_ax, curves, methods, "mi_estimate")
