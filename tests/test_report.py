@@ -247,6 +247,14 @@ def test_nothing_finished_still_writes_a_report(tmp_path) -> None:
                             "Paired differences against the baseline and the control"]
 
 
+def test_the_stage_table_ends_with_the_benchmarks_total_compute(tmp_path) -> None:
+    spec = _spec(tmp_path, trainers=[BASE], folds=[0])
+    timings = {"train a": 5400.0, "predict clean a": 1800.4, "evaluate clean a": 0.2}
+    text = write_report(spec, collect(spec, spec.jobs(NAMES)), tmp_path / "results", "test", timings).read_text()
+    assert "| predict clean a | 1800 |" in text
+    assert text.splitlines()[-1] == "| all stages (the benchmark's compute, last attempts) | 7201 (2.0 h) |"
+
+
 def test_a_spec_on_resenc_plans_compares_against_its_own_baseline(tmp_path) -> None:
     spec = _spec(tmp_path, trainers=[BASE, IMNET], folds=[0, 1], plans=["nnUNetResEncUNetMPlans"])
     for job in spec.jobs(NAMES):

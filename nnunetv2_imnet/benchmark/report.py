@@ -141,7 +141,9 @@ def write_report(spec: BenchmarkSpec, collected: Collected, out_dir: Path, comma
         lines += ["Wall time per stage (seconds; of a stage that was interrupted and resumed, the last attempt "
                   "only: the training cost table has the epochs of all attempts):", "", "| stage | seconds |",
                   "|---|---:|"]
-        lines += [f"| {k} | {v:.0f} |" for k, v in timings.items()] + [""]
+        total = sum(timings.values())
+        lines += [f"| {k} | {v:.0f} |" for k, v in timings.items()]
+        lines += [f"| all stages (the benchmark's compute, last attempts) | {total:.0f} ({total / 3600:.1f} h) |", ""]
     path = out_dir / "results.md"
     path.write_text("\n".join(lines))
     return path
