@@ -11,6 +11,7 @@ import re
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -24,7 +25,7 @@ from nnunetv2_imnet.benchmark.label_budgets import (budget_splits, check_budgets
 from nnunetv2_imnet.benchmark.learning_curve import THIS_RUN, label_gap, learning_curve
 from nnunetv2_imnet.benchmark.report import write_report
 from nnunetv2_imnet.benchmark.report_budgets import label_gap_section
-from nnunetv2_imnet.benchmark.report_plots import learning_curve_plot
+from nnunetv2_imnet.benchmark.report_plots import clip_to_range, dodged, learning_curve_plot
 from nnunetv2_imnet.benchmark.runner import BenchmarkRunner
 from nnunetv2_imnet.benchmark.self_training import PREDICTED_MARKER, build_student_dataset
 from nnunetv2_imnet.benchmark.slurm import index_ranges
@@ -329,6 +330,25 @@ def test_the_learning_curve_is_the_mean_of_the_fold_means_with_a_t_interval_and_
     assert list(dict.fromkeys(curve["method"])) == ["A", "B"]
     path = learning_curve_plot(curve, tmp_path / "curve.png")
     assert path.stat().st_size > 5_000
+
+
+@pytest.mark.parametrize("index, count, factor", [
+    (0, 1, 1.0),  # a single arm stays where it is
+    (0, 3, 10 ** -0.03), (1, 3, 1.0), (2, 3, 10 ** 0.03),
+    (0, 2, 10 ** -0.015), (1, 2, 10 ** 0.015),
+])
+def test_arms_are_dodged_symmetrically_on_the_log_axis(index: int, count: int, factor: float) -> None:
+    assert dodged(np.array([1.0, 2.0, 160.0]), index, count) == pytest.approx(np.array([1.0, 2.0, 160.0]) * factor)
+
+
+@pytest.mark.parametrize("value_range, expected", [((0.0, 1.0), (0.0, 1.0)), (None, (-0.5, 1.5))])
+def test_the_axis_is_clipped_to_the_values_a_metric_can_take(value_range, expected) -> None:
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots()
+    ax.set_ylim(-0.5, 1.5)  # what a t-interval over 2 folds can span
+    clip_to_range(ax, value_range)
+    assert ax.get_ylim() == pytest.approx(expected)
+    plt.close(fig)
 
 
 def test_the_report_of_a_budget_shows_its_labelled_cases_and_what_self_training_costs_with_its_teacher(

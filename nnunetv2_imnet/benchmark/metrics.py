@@ -151,6 +151,7 @@ class Metric:
     per_case: Callable[[EvaluatedCase], Mapping[str, float]]  # summary.json label key -> value (NaN: undefined)
     cache_file: Optional[str] = None  # costly metrics are cached next to summary.json; {key} formats the parameter
     parameter: Optional["MetricParameter"] = None
+    value_range: Optional[Tuple[float, float]] = None  # the values it can take: plots clip their axes to it
 
     def cache_name(self, parameters: Mapping[str, float]) -> Optional[str]:
         """The cache file's name for these parameter values; None for a metric that is not cached."""
@@ -201,8 +202,9 @@ def _case_nsd(case: EvaluatedCase) -> Dict[str, float]:
 NSD_TOLERANCE = MetricParameter("nsd_tolerance_mm", "--nsd-tolerance", 1.0, "NSD tolerance in mm", "NSD at {value:g} mm")
 #: name -> metric, in report order
 METRICS: Dict[str, Metric] = {metric.name: metric for metric in [
-    Metric("dice", "Dice", True, _nnunet_dice),
-    Metric("nsd", "NSD", True, _case_nsd, cache_file="nsd_{nsd_tolerance_mm:g}mm.json", parameter=NSD_TOLERANCE),
+    Metric("dice", "Dice", True, _nnunet_dice, value_range=(0.0, 1.0)),
+    Metric("nsd", "NSD", True, _case_nsd, cache_file="nsd_{nsd_tolerance_mm:g}mm.json", parameter=NSD_TOLERANCE,
+           value_range=(0.0, 1.0)),
 ]}
 #: every metric's parameter by key
 METRIC_PARAMETERS: Dict[str, MetricParameter] = {m.parameter.key: m.parameter for m in METRICS.values() if m.parameter}

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import matplotlib
 
@@ -205,7 +205,8 @@ def _dice_vs_snr(frame: pd.DataFrame, conditions: Dict[str, Optional[tuple]], pa
 
 def learning_curve_plot(points: pd.DataFrame, path: Path) -> Path:
     """One panel per metric: each arm's mean over folds against the number of labelled cases a fold (log axis), with
-    its fold-level 95 % t-interval, and its full-label point (a star) where there is one."""
+    its fold-level 95 % t-interval, and its full-label point (a star) where there is one. The arms are dodged
+    sideways so that their intervals at the same budget do not hide each other."""
     metrics = list(dict.fromkeys(points["metric"]))
     methods = list(dict.fromkeys(points["method"]))
     origins = [o for o in dict.fromkeys(points["origin"]) if o != BUDGET]
@@ -217,12 +218,14 @@ def learning_curve_plot(points: pd.DataFrame, path: Path) -> Path:
                     [(o, dict(marker=_FULL_LABEL_MARKERS[i % 3], linestyle="none")) for i, o in enumerate(origins)]:
                 line = rows[rows["origin"] == origin]
                 if len(line):
-                    ax.errorbar(line["labeled_cases"], line["mean"], yerr=_error_bars(line), color=f"C{index}",
-                                capsize=3, markersize=7, **style)
+                    x = dodged(line["labeled_cases"].to_numpy(dtype=float), index, len(methods))
+                    ax.errorbar(x, line["mean"], yerr=_error_bars(line), color=f"C{index}", capsize=3,
+                                markersize=7, **style)
         ticks = sorted(points["labeled_cases"].unique())
         ax.set_xscale("log")
         ax.minorticks_off()
         ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        clip_to_range(ax, METRICS[metric].value_range)
         title = METRICS[metric].title
         ax.set(xlabel="labelled training cases per fold", ylabel=f"mean {title} (validation cases)", title=title)
         ax.grid(alpha=0.3)
@@ -235,6 +238,20 @@ def learning_curve_plot(points: pd.DataFrame, path: Path) -> Path:
                  f"{'/'.join(map(str, folds))} fold(s); bars: 95% t-interval over the fold means (none with 1 fold)")
     fig.tight_layout(rect=(0, 0.05 + 0.035 * math.ceil(len(handles) / 3), 1, 1))
     return _save(fig, path)
+
+
+def dodged(x: np.ndarray, index: int, count: int, spread: float = 0.03) -> np.ndarray:
+    """``x`` moved sideways for the ``index``-th of ``count`` arms on a log axis: by ``spread`` decades a step,
+    centred on the true position, so every arm keeps the same distance from it at every budget."""
+    return x * 10 ** (spread * (index - (count - 1) / 2))
+
+
+def clip_to_range(ax: Axes, value_range: Optional[Tuple[float, float]]) -> None:
+    """Keep the y-axis within the values a metric can take: a t-interval over 2 or 3 folds can reach far beyond
+    1 Dice and would squeeze every mean into a corner."""
+    if value_range is not None:
+        low, high = ax.get_ylim()
+        ax.set_ylim(max(low, value_range[0]), min(high, value_range[1]))
 
 
 #: markers of the full-label points, one per origin (this run, an earlier run's results.csv)
