@@ -23,8 +23,9 @@ from nnunetv2_imnet.benchmark.comparisons import compare_budgets
 from nnunetv2_imnet.benchmark.label_budgets import (budget_splits, check_budgets, draw_labelled, link_preprocessed,
                                                     link_raw_dataset, source_splits)
 from nnunetv2_imnet.benchmark.learning_curve import THIS_RUN, label_gap, learning_curve
-from nnunetv2_imnet.benchmark.report import write_report
+from nnunetv2_imnet.benchmark.report import shown_path, write_report
 from nnunetv2_imnet.benchmark.report_budgets import label_gap_section
+from nnunetv2_imnet.benchmark import report_plots
 from nnunetv2_imnet.benchmark.report_plots import clip_to_range, dodged, learning_curve_plot
 from nnunetv2_imnet.benchmark.runner import BenchmarkRunner
 from nnunetv2_imnet.benchmark.self_training import PREDICTED_MARKER, build_student_dataset
@@ -339,6 +340,31 @@ def test_the_learning_curve_is_the_mean_of_the_fold_means_with_a_t_interval_and_
 ])
 def test_arms_are_dodged_symmetrically_on_the_log_axis(index: int, count: int, factor: float) -> None:
     assert dodged(np.array([1.0, 2.0, 160.0]), index, count) == pytest.approx(np.array([1.0, 2.0, 160.0]) * factor)
+
+
+def test_the_arms_under_noise_are_dodged_around_the_true_snr(tmp_path, monkeypatch) -> None:
+    figures = []
+    monkeypatch.setattr(report_plots, "_save", lambda fig, path: figures.append(fig) or path)
+    rows = [[SOURCE, "3d_fullres", method, evaluation, 0, case, 0.8]
+            for method in (BASE, IMNET) for evaluation in ("clean", "gaussian_snr5", "gaussian_snr10")
+            for case in ("c0", "c1")]
+    frame = pd.DataFrame(rows, columns=["dataset", "configuration", "method", "evaluation", "fold", "case", "dice"])
+    conditions = {"clean": None, "gaussian_snr5": ("gaussian", 5.0), "gaussian_snr10": ("gaussian", 10.0)}
+    report_plots._dice_vs_snr(frame, conditions, tmp_path / "snr.png")
+    ax = figures[0].axes[0]
+    xs = {bars.get_label(): bars.lines[0].get_xdata() for bars in ax.containers}
+    assert xs[BASE] == pytest.approx(np.array([5.0, 10.0, 20.0]) * 10 ** -0.015)  # clean drawn at twice the top SNR
+    assert xs[IMNET] == pytest.approx(np.array([5.0, 10.0, 20.0]) * 10 ** 0.015)
+    assert list(ax.get_xticks()) == pytest.approx([5.0, 10.0, 20.0])  # the ticks stay at the true SNRs
+
+
+@pytest.mark.parametrize("cwd, expected", [("repo", "results/cpu1k/results.csv"), ("elsewhere", None)])
+def test_the_full_label_origin_is_named_relative_to_where_the_report_runs(tmp_path, monkeypatch, cwd: str,
+                                                                          expected) -> None:
+    csv = tmp_path / "repo" / "results" / "cpu1k" / "results.csv"
+    (tmp_path / cwd).mkdir()
+    monkeypatch.chdir(tmp_path / cwd)
+    assert shown_path(str(csv)) == (str(Path(expected)) if expected else str(csv))  # outside: as given
 
 
 @pytest.mark.parametrize("value_range, expected", [((0.0, 1.0), (0.0, 1.0)), (None, (-0.5, 1.5))])

@@ -102,11 +102,13 @@ def write_report(spec: BenchmarkSpec, collected: Collected, out_dir: Path, comma
     lines += ["## Runs", "", *_runs_table(validation, collected), ""]
     curve = None
     if collected.label_budgets:
-        full_label = None if spec.full_label_results is None else pd.read_csv(spec.full_label_results)
+        full_label, origin = None, ""
+        if spec.full_label_results is not None:
+            full_label = pd.read_csv(spec.full_label_results)
+            full_label = full_label[full_label["evaluation"] == VALIDATION]
+            origin = f"from {shown_path(spec.full_label_results)}"
         curve = learning_curve(validation, collected.label_budgets, list(METRICS),
-                               training_cases(spec, collected.label_budgets),
-                               None if full_label is None else full_label[full_label["evaluation"] == VALIDATION],
-                               f"from {spec.full_label_results}")
+                               training_cases(spec, collected.label_budgets), full_label, origin)
         lines += ["## Label budgets", "", *label_budget_section(spec, collected.label_budgets), "",
                   "## Learning curve", "", *learning_curve_section(curve), "",
                   "### Distance from the full-label baseline", "", *label_gap_section(label_gap(curve, baseline),
@@ -453,3 +455,12 @@ def _noise_table(noise: pd.DataFrame) -> List[str]:
         rows.append([f"{dataset}/{configuration}", f"`{method}`", _folds(group["fold"].unique())]
                     + [f"{per_case_means(group[group['evaluation'] == c], 'dice').mean():.4f}" for c in conditions])
     return markdown_table(header, rows)
+
+
+def shown_path(path: str) -> str:
+    """``path`` relative to the working directory where it lies below it, so that a report made from the repository
+    root names the same file in the same words on every clone; as given otherwise."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return path

@@ -182,7 +182,8 @@ def _dice_vs_snr(frame: pd.DataFrame, conditions: Dict[str, Optional[tuple]], pa
         names = [n for n, noise in conditions.items() if noise is not None and noise[0] == kind]
         snrs = [conditions[n][1] for n in names]
         clean_x = max(snrs) * 2
-        for method, group in frame.groupby("method", sort=False):
+        groups = list(frame.groupby("method", sort=False))
+        for index, (method, group) in enumerate(groups):
             xs, means, errs = [], [], []
             for name, x in [(n, s) for n, s in zip(names, snrs)] + [(CLEAN, clean_x)]:
                 per_case = group[group["evaluation"] == name].groupby(["fold", "case"])["dice"].mean()
@@ -191,8 +192,8 @@ def _dice_vs_snr(frame: pd.DataFrame, conditions: Dict[str, Optional[tuple]], pa
                     means.append(per_case.mean())
                     errs.append(per_case.std(ddof=1) / math.sqrt(len(per_case)) if len(per_case) > 1 else 0.0)
             order = np.argsort(xs)
-            ax.errorbar(np.array(xs)[order], np.array(means)[order], yerr=np.array(errs)[order], marker="o",
-                        capsize=3, label=method)
+            ax.errorbar(dodged(np.array(xs)[order], index, len(groups)), np.array(means)[order],
+                        yerr=np.array(errs)[order], marker="o", capsize=3, label=method)
         ax.set_xscale("log")
         ax.minorticks_off()
         ax.set_xticks(sorted(snrs) + [clean_x], [f"{s:g}" for s in sorted(snrs)] + [CLEAN])
