@@ -19,7 +19,7 @@ from fake_runs import finish_run
 from nnunetv2_imnet import cli
 from nnunetv2_imnet.benchmark.archive import archive_pseudo_labels, restore_pseudo_labels
 from nnunetv2_imnet.benchmark.collect import collect
-from nnunetv2_imnet.benchmark.comparisons import compare_budgets
+from nnunetv2_imnet.benchmark.comparisons import compare_arms, compare_budgets
 from nnunetv2_imnet.benchmark.label_budgets import (budget_splits, check_budgets, draw_labelled, link_preprocessed,
                                                     link_raw_dataset, source_splits)
 from nnunetv2_imnet.benchmark.learning_curve import THIS_RUN, label_gap, learning_curve
@@ -331,6 +331,33 @@ def test_the_learning_curve_is_the_mean_of_the_fold_means_with_a_t_interval_and_
     assert list(dict.fromkeys(curve["method"])) == ["A", "B"]
     path = learning_curve_plot(curve, tmp_path / "curve.png")
     assert path.stat().st_size > 5_000
+
+
+def test_the_learning_curves_paired_row_shows_each_budgets_fold_level_difference_to_the_baseline(
+        tmp_path, monkeypatch) -> None:
+    budgets = [LabelBudget(SOURCE, 1, L1), LabelBudget(SOURCE, 2, L2), LabelBudget("Dataset991_Other", 1, "L1other")]
+    validation = _validation([(L1, BASE, 0, [0.5]), (L1, BASE, 1, [0.6]), (L1, IMNET, 0, [0.6]),
+                              (L1, IMNET, 1, [0.8]), (L2, BASE, 0, [0.7]), (L2, IMNET, 0, [0.75]),
+                              ("L1other", BASE, 0, [0.1]), ("L1other", IMNET, 0, [0.9])])  # another source
+    differences = compare_arms(validation, BASE, ["dice", "nsd"], [(BASE, IMNET)])  # a pair against another arm
+    assert set(differences["reference"]) == {BASE, IMNET} and "L1other" in set(differences["dataset"])
+    paired = report_plots.budget_differences(differences, budgets, SOURCE, "3d_fullres", BASE)
+    assert set(paired["reference"]) == {BASE} and set(paired["dataset"]) == {L1, L2}
+    dice = paired[paired["metric"] == "dice"].set_index("labeled_cases")
+    assert dice.loc[1, "fold_difference"] == pytest.approx(0.15) and dice.loc[2, "fold_difference"] == \
+        pytest.approx(0.05)
+    figures = []
+    monkeypatch.setattr(report_plots, "_save", lambda fig, path: figures.append(fig) or path)
+    curve = learning_curve(validation[validation["dataset"] != "L1other"], budgets[:2], ["dice", "nsd"],
+                           {SOURCE: {0: 8, 1: 8}})
+    learning_curve_plot(curve, tmp_path / "curve.png", paired, BASE)
+    axes = figures[0].axes
+    assert len(axes) == 4  # levels above, paired differences below, one column per metric
+    (bars,) = axes[2].containers  # the baseline has no difference to itself
+    assert bars.get_label() == IMNET
+    assert bars.lines[0].get_xdata() == pytest.approx(np.array([1.0, 2.0]) * 10 ** 0.015)  # dodged as above
+    assert bars.lines[0].get_ydata() == pytest.approx([0.15, 0.05])
+    assert report_plots.budget_differences(differences, budgets, "Dataset992_None", "3d_fullres", BASE).empty
 
 
 @pytest.mark.parametrize("index, count, factor", [

@@ -1,5 +1,5 @@
 """The report's PNG figures: Dice per class, the paired fold-level differences, pseudo Dice and MI estimate against
-training steps, Dice under noise, and the learning curve of a label-budget benchmark.
+training steps, Dice under noise, and the learning curve of a label-budget benchmark with its paired differences.
 
 One unit per axis; every line of a fold-level curve is labelled with its fold.
 """
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import matplotlib
 
@@ -24,7 +24,7 @@ from nnunetv2_imnet.benchmark.convergence import (CURVE, FRACTIONS, baseline_fin
                                                   with_steps)
 from nnunetv2_imnet.benchmark.learning_curve import BUDGET  # noqa: E402
 from nnunetv2_imnet.benchmark.metrics import METRICS  # noqa: E402
-from nnunetv2_imnet.benchmark.spec import BenchmarkSpec  # noqa: E402
+from nnunetv2_imnet.benchmark.spec import BenchmarkSpec, LabelBudget  # noqa: E402
 from nnunetv2_imnet.naming import CLEAN, TEST, VALIDATION  # noqa: E402
 
 #: one marker per nnU-Net fold, the same in every figure
@@ -39,7 +39,9 @@ def write_plots(spec: BenchmarkSpec, collected: Collected, differences: pd.DataF
     written = []
     for (source, configuration), points in curve.groupby(["source", "configuration"], sort=False) \
             if curve is not None and not curve.empty else []:
-        written.append(learning_curve_plot(points, out_dir / f"learning_curve_{source}_{configuration}.png"))
+        paired = budget_differences(differences, collected.label_budgets, source, configuration, spec.baseline.label)
+        written.append(learning_curve_plot(points, out_dir / f"learning_curve_{source}_{configuration}.png", paired,
+                                           spec.baseline.label))
     cases = collected.cases
     for (dataset, configuration), frame in cases[cases["evaluation"] == VALIDATION].groupby(
             ["dataset", "configuration"], sort=False):
@@ -204,14 +206,35 @@ def _dice_vs_snr(frame: pd.DataFrame, conditions: Dict[str, Optional[tuple]], pa
     return _save(fig, path)
 
 
-def learning_curve_plot(points: pd.DataFrame, path: Path) -> Path:
+def budget_differences(differences: pd.DataFrame, budgets: Sequence[LabelBudget], source: str, configuration: str,
+                       baseline: str) -> pd.DataFrame:
+    """The fold-level comparisons against ``baseline`` on ``source``'s label budgets, with each row's number of
+    labelled cases (``labeled_cases``): the paired view of the learning curve."""
+    cases = {budget.dataset: budget.labeled_cases for budget in budgets if budget.source == source}
+    if differences.empty or not cases:
+        return pd.DataFrame()
+    rows = differences[differences["dataset"].isin(cases) & (differences["configuration"] == configuration)
+                       & (differences["reference"] == baseline)]
+    return rows.assign(labeled_cases=rows["dataset"].map(cases))
+
+
+def learning_curve_plot(points: pd.DataFrame, path: Path, paired: Optional[pd.DataFrame] = None,
+                        baseline: str = "") -> Path:
     """One panel per metric: each arm's mean over folds against the number of labelled cases a fold (log axis), with
     its fold-level 95 % t-interval, and its full-label point (a star) where there is one. The arms are dodged
-    sideways so that their intervals at the same budget do not hide each other."""
+    sideways so that their intervals at the same budget do not hide each other.
+
+    With ``paired`` (``budget_differences``), a second row shows each arm's fold-level difference to ``baseline``
+    on the same folds, with its 95 % CI and every fold's own difference: with few labels which case is labelled moves
+    all arms together, so the first row's intervals are mostly that spread and the second row is the one that says
+    whether an arm helps."""
     metrics = list(dict.fromkeys(points["metric"]))
     methods = list(dict.fromkeys(points["method"]))
     origins = [o for o in dict.fromkeys(points["origin"]) if o != BUDGET]
-    fig, axes = plt.subplots(1, len(metrics), figsize=(6.5 * len(metrics), 5), squeeze=False)
+    with_paired = paired is not None and not paired.empty
+    height = 9.5 if with_paired else 5.0
+    fig, axes = plt.subplots(2 if with_paired else 1, len(metrics), figsize=(6.5 * len(metrics), height),
+                             squeeze=False)
     for ax, metric in zip(axes[0], metrics):
         for index, method in enumerate(methods):
             rows = points[(points["metric"] == metric) & (points["method"] == method)].sort_values("labeled_cases")
@@ -230,15 +253,48 @@ def learning_curve_plot(points: pd.DataFrame, path: Path) -> Path:
         title = METRICS[metric].title
         ax.set(xlabel="labelled training cases per fold", ylabel=f"mean {title} (validation cases)", title=title)
         ax.grid(alpha=0.3)
+    if with_paired:
+        for ax, metric in zip(axes[1], metrics):
+            _paired_differences(ax, paired[paired["metric"] == metric], methods, baseline)
+            ax.set_xticks(axes[0][0].get_xticks(), [label.get_text() for label in axes[0][0].get_xticklabels()])
+            ax.set_xlim(axes[0][0].get_xlim())
+            ax.set_title(f"{METRICS[metric].title}: difference to {baseline} on the same folds")
     handles = [Line2D([], [], color=f"C{i}", marker="o", label=m) for i, m in enumerate(methods)]
     handles += [Line2D([], [], color="0.3", linestyle="none", marker=_FULL_LABEL_MARKERS[i % 3], markersize=9,
                        label=f"all labels ({origin})") for i, origin in enumerate(origins)]
+    if with_paired:
+        handles += _fold_markers(sorted({int(f) for folds in paired["folds"] for f in folds}),
+                                 "fold {}'s own difference")
     fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 3), fontsize=8, frameon=False)
     folds = sorted({len(f) for f in points["folds"]})
     fig.suptitle(f"{points['source'].iloc[0]} / {points['configuration'].iloc[0]}: learning curve, mean over "
                  f"{'/'.join(map(str, folds))} fold(s); bars: 95% t-interval over the fold means (none with 1 fold)")
-    fig.tight_layout(rect=(0, 0.05 + 0.035 * math.ceil(len(handles) / 3), 1, 1))
+    legend_rows = math.ceil(len(handles) / 3)
+    fig.tight_layout(rect=(0, (0.25 + 0.175 * legend_rows) / height, 1, 1))  # inches kept free for the legend
     return _save(fig, path)
+
+
+def _paired_differences(ax: Axes, rows: pd.DataFrame, methods: List[str], baseline: str) -> None:
+    """Each arm's fold-level difference to the baseline at each budget (the colours and dodge of the first row),
+    its 95 % CI as a bar and each fold's difference as that fold's marker."""
+    for index, method in enumerate(methods):
+        line = rows[rows["method"] == method].sort_values("labeled_cases")
+        if line.empty:
+            continue
+        x = dodged(line["labeled_cases"].to_numpy(dtype=float), index, len(methods))
+        low = (line["fold_difference"] - line["fold_ci_low"]).fillna(0.0).to_numpy()
+        high = (line["fold_ci_high"] - line["fold_difference"]).fillna(0.0).to_numpy()
+        ax.errorbar(x, line["fold_difference"], yerr=np.vstack([low, high]), color=f"C{index}", marker="o",
+                    capsize=3, markersize=7, label=method)
+        for position, row in zip(x, line.itertuples()):
+            for fold, difference in zip(row.folds, row.fold_differences):
+                ax.plot(position, difference, color=f"C{index}", linestyle="none", marker=_marker(fold),
+                        markersize=4, alpha=0.6)
+    ax.axhline(0.0, color="0.3", linewidth=1)
+    ax.set_xscale("log")
+    ax.minorticks_off()
+    ax.set(xlabel="labelled training cases per fold", ylabel=f"method - {baseline} (fold level)")
+    ax.grid(alpha=0.3)
 
 
 def dodged(x: np.ndarray, index: int, count: int, spread: float = 0.03) -> np.ndarray:
