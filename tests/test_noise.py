@@ -1,6 +1,7 @@
 """The benchmark's noise model and the noisy copies of raw datasets it derives."""
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -15,6 +16,8 @@ from nnunetv2_imnet.benchmark.noise import (
     COMPLETE_MARKER, NOISE_KINDS, add_noise, case_seed, condition_name, corrupt_cases, corrupt_image_file,
     derive_noisy_dataset, noise_sigma, parse_condition,
 )
+from nnunetv2_imnet.benchmark.runner import BenchmarkRunner
+from nnunetv2_imnet.benchmark.spec import BenchmarkSpec
 
 SPACING = (0.75, 0.5, 2.5)
 ORIGIN = (-12.5, 3.25, 40.0)
@@ -291,3 +294,16 @@ def test_source_links_are_copied_not_linked(nifti_dataset: Path, tmp_path: Path)
     target = derive_noisy_dataset(link, link.parent, 904, "rician", 10)
     assert not any(p.is_symlink() for p in target.rglob("*"))
     assert json.loads((target / "dataset.json").read_text())["noise"]["source"] == "Dataset004_Hippo"
+
+
+def test_the_runner_times_a_derivation_once_and_keeps_its_cost_when_it_finds_it_done(synthetic_raw, tmp_path) -> None:
+    spec = BenchmarkSpec(raw=str(synthetic_raw), work=str(tmp_path / "work"), datasets=[990], budget="cpu",
+                         device="cpu", trainers=["nnUNetTrainer"], folds=[0], train_noise=[("rician", 5.0)]).validate()
+    runner = BenchmarkRunner(spec, out=io.StringIO())
+    runner.prepare_raw()
+    stage = f"derive dataset {spec.noisy_datasets()[0].dataset_id}"
+    timings = json.loads(runner.timings_file.read_text())
+    assert stage in timings
+    runner.timings_file.write_text(json.dumps({**timings, stage: 123.4}))  # what a long derivation recorded
+    BenchmarkRunner(spec, out=io.StringIO()).prepare_raw()  # a resumed run finds the dataset derived
+    assert json.loads(runner.timings_file.read_text())[stage] == 123.4
