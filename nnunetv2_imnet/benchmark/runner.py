@@ -91,17 +91,15 @@ class BenchmarkRunner(LabelBudgetStages):
                 link.symlink_to(source.resolve(), target_is_directory=True)
         for noisy in self.spec.noisy_datasets():
             source = self.raw_folders[names[noisy.source_id]]
+            folder = raw / noisy_dataset_name(source.name, noisy.dataset_id, noisy.kind, noisy.snr)
             if self.dry_run:
                 print(f"# derive {noisy.kind} noise at SNR {noisy.snr:g} from {source.name} as dataset "
                       f"{noisy.dataset_id} in {raw}", file=self.out)
-                folder = raw / noisy_dataset_name(source.name, noisy.dataset_id, noisy.kind, noisy.snr)
             else:
-                derived = raw / noisy_dataset_name(source.name, noisy.dataset_id, noisy.kind, noisy.snr)
                 # a finished derivation returns at once: timing it again would overwrite its cost with ~0 s
-                with nullcontext() if (derived / COMPLETE_MARKER).is_file() else \
+                with nullcontext() if (folder / COMPLETE_MARKER).is_file() else \
                         self._timed(f"derive dataset {noisy.dataset_id}"):
-                    folder = derive_noisy_dataset(source, raw, noisy.dataset_id, noisy.kind, noisy.snr,
-                                                  self.spec.seed)
+                    derive_noisy_dataset(source, raw, noisy.dataset_id, noisy.kind, noisy.snr, self.spec.seed)
             names[noisy.dataset_id] = folder.name
             self.raw_folders[folder.name] = folder
         for budget in self.spec.label_budgets(names):
