@@ -282,10 +282,9 @@ def _paired_differences(ax: Axes, rows: pd.DataFrame, methods: List[str], baseli
         if line.empty:
             continue
         x = dodged(line["labeled_cases"].to_numpy(dtype=float), index, len(methods))
-        low = (line["fold_difference"] - line["fold_ci_low"]).fillna(0.0).to_numpy()
-        high = (line["fold_ci_high"] - line["fold_difference"]).fillna(0.0).to_numpy()
-        ax.errorbar(x, line["fold_difference"], yerr=np.vstack([low, high]), color=f"C{index}", marker="o",
-                    capsize=3, markersize=7, label=method)
+        bars = _error_bars(line, "fold_difference", "fold_ci_low", "fold_ci_high")
+        ax.errorbar(x, line["fold_difference"], yerr=bars, color=f"C{index}", marker="o", capsize=3, markersize=7,
+                    label=method)
         for position, row in zip(x, line.itertuples()):
             for fold, difference in zip(row.folds, row.fold_differences):
                 ax.plot(position, difference, color=f"C{index}", linestyle="none", marker=_marker(fold),
@@ -315,10 +314,11 @@ def clip_to_range(ax: Axes, value_range: Optional[Tuple[float, float]]) -> None:
 _FULL_LABEL_MARKERS = ("*", "P", "X")
 
 
-def _error_bars(rows: pd.DataFrame) -> np.ndarray:
+def _error_bars(rows: pd.DataFrame, centre: str = "mean", ci_low: str = "ci_low",
+                ci_high: str = "ci_high") -> np.ndarray:
     """Asymmetric error bars from the CI columns; zero length where there is no interval."""
-    low = (rows["mean"] - rows["ci_low"]).fillna(0.0).to_numpy()
-    high = (rows["ci_high"] - rows["mean"]).fillna(0.0).to_numpy()
+    low = (rows[centre] - rows[ci_low]).fillna(0.0).to_numpy()
+    high = (rows[ci_high] - rows[centre]).fillna(0.0).to_numpy()
     return np.vstack([low, high])
 
 
