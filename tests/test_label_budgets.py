@@ -22,7 +22,7 @@ from nnunetv2_imnet.benchmark.collect import collect
 from nnunetv2_imnet.benchmark.comparisons import compare_arms, compare_budgets
 from nnunetv2_imnet.benchmark.label_budgets import (budget_splits, check_budgets, draw_labelled, link_preprocessed,
                                                     link_raw_dataset, source_splits)
-from nnunetv2_imnet.benchmark.learning_curve import THIS_RUN, label_gap, learning_curve
+from nnunetv2_imnet.benchmark.learning_curve import THIS_RUN, full_label_differences, label_gap, learning_curve
 from nnunetv2_imnet.benchmark.report import shown_path, write_report
 from nnunetv2_imnet.benchmark.report_budgets import label_gap_section
 from nnunetv2_imnet.benchmark import report_plots
@@ -358,6 +358,40 @@ def test_the_learning_curves_paired_row_shows_each_budgets_fold_level_difference
     assert bars.lines[0].get_xdata() == pytest.approx(np.array([1.0, 2.0]) * 10 ** 0.015)  # dodged as above
     assert bars.lines[0].get_ydata() == pytest.approx([0.15, 0.05])
     assert report_plots.budget_differences(differences, budgets, "Dataset992_None", "3d_fullres", BASE).empty
+
+
+@pytest.mark.parametrize("this_run, origin", [
+    ([], "from earlier.csv"),  # both arms from the earlier run
+    ([(SOURCE, BASE, 0, [0.7]), (SOURCE, BASE, 1, [0.9])], "from earlier.csv"),  # a pair across the two runs
+    ([(SOURCE, BASE, 0, [0.7]), (SOURCE, BASE, 1, [0.9]), (SOURCE, IMNET, 0, [0.75]), (SOURCE, IMNET, 1, [0.85])],
+     THIS_RUN),
+])
+def test_the_paired_row_shows_the_full_label_difference_where_the_full_label_points_come_from(
+        tmp_path, monkeypatch, this_run, origin) -> None:
+    budgets = [LabelBudget(SOURCE, 1, L1)]
+    validation = _validation([(L1, BASE, 0, [0.5]), (L1, BASE, 1, [0.6]), (L1, IMNET, 0, [0.6]),
+                              (L1, IMNET, 1, [0.8])] + this_run)
+    earlier = _validation([(SOURCE, BASE, 0, [0.7]), (SOURCE, BASE, 1, [0.9]), (SOURCE, BASE, 3, [0.0]),
+                           (SOURCE, IMNET, 0, [0.75]), (SOURCE, IMNET, 1, [0.85]), (SOURCE, IMNET, 3, [1.0])])
+    cases = {SOURCE: {0: 8, 1: 7, 3: 8}}
+    full = full_label_differences(validation, budgets, BASE, ["dice", "nsd"], cases, earlier, "from earlier.csv")
+    (row,) = full[full["metric"] == "dice"].itertuples()  # IMNet against the baseline; fold 3 has no budget
+    assert (row.method, row.reference, row.origin, list(row.folds)) == (IMNET, BASE, origin, [0, 1])
+    assert row.labeled_cases == pytest.approx(7.5) and row.fold_differences == pytest.approx([0.05, -0.05])
+    assert row.fold_difference == pytest.approx(0.0)
+    figures = []
+    monkeypatch.setattr(report_plots, "_save", lambda fig, path: figures.append(fig) or path)
+    differences = compare_arms(validation, BASE, ["dice", "nsd"])
+    paired = pd.concat([report_plots.budget_differences(differences, budgets, SOURCE, "3d_fullres", BASE), full])
+    curve = learning_curve(validation, budgets, ["dice", "nsd"], cases, earlier, "from earlier.csv")
+    learning_curve_plot(curve, tmp_path / "curve.png", paired, BASE)
+    budget_bars, star = figures[0].axes[2].containers
+    assert budget_bars.lines[0].get_xdata() == pytest.approx([1.0 * 10 ** 0.015])
+    assert star.get_label() == f"{IMNET}, all labels"
+    assert star.lines[0].get_marker() == figures[0].axes[0].containers[-1].lines[0].get_marker()  # its origin's
+    assert star.lines[0].get_xdata() == pytest.approx([7.5 * 10 ** 0.015])  # the first row's x and dodge
+    assert figures[0].axes[2].get_xlim() == figures[0].axes[0].get_xlim()  # the rows share their x axis
+    assert all(label.get_visible() for label in figures[0].axes[0].get_xticklabels())  # and both show its ticks
 
 
 @pytest.mark.parametrize("index, count, factor", [

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from nnunetv2_imnet.benchmark.comparisons import per_case_means
+from nnunetv2_imnet.benchmark.comparisons import compare_arms, per_case_means
 from nnunetv2_imnet.benchmark.spec import BenchmarkSpec, LabelBudget
 
 COLUMNS = ["source", "configuration", "method", "labeled_cases", "origin", "folds", "metric", "mean", "ci_low",
@@ -64,31 +64,75 @@ def learning_curve(validation: pd.DataFrame, budgets: Sequence[LabelBudget], met
     """
     rows: List[list] = []
     by_dataset = {budget.dataset: budget for budget in budgets}
-    tasks: Dict[Tuple[str, str], set] = {}  # source and configuration -> the folds of its budgets
     for (dataset, configuration), group in validation.groupby(["dataset", "configuration"], sort=False):
         if dataset in by_dataset:
             budget = by_dataset[dataset]
-            tasks.setdefault((budget.source, configuration), set()).update(group["fold"])
             rows += _points(group, budget.source, configuration, metrics, lambda folds: budget.labeled_cases, BUDGET)
-    for (source, configuration), folds in tasks.items():
+    for (source, configuration), folds in _budget_folds(validation, budgets).items():
         if source not in cases:
             continue
-
-        def x(folds: List[int]) -> float:
-            return float(np.mean([cases[source][f] for f in folds]))
-
-        here = validation[(validation["dataset"] == source) & (validation["configuration"] == configuration)
-                          & validation["fold"].isin(folds)]
-        rows += _points(here, source, configuration, metrics, x, THIS_RUN)
-        if full_label is not None:
-            other = full_label[(full_label["dataset"] == source) & (full_label["configuration"] == configuration)
-                               & full_label["fold"].isin(folds) & ~full_label["method"].isin(here["method"].unique())]
-            rows += _points(other, source, configuration, metrics, x, full_label_origin)
+        for frame, origin in _full_label_rows(validation, full_label, full_label_origin, source, configuration,
+                                              folds):
+            rows += _points(frame, source, configuration, metrics, _mean_cases(cases[source]), origin)
     curve = pd.DataFrame(rows, columns=COLUMNS)
     order = {method: index for index, method in enumerate(dict.fromkeys(validation["method"]))}
     return curve.sort_values(["source", "configuration", "method", "labeled_cases"], kind="stable",
                              key=lambda column: column.map(order) if column.name == "method" else column,
                              ignore_index=True)
+
+
+def full_label_differences(validation: pd.DataFrame, budgets: Sequence[LabelBudget], baseline: str,
+                           metrics: Sequence[str], cases: Mapping[str, Mapping[int, int]],
+                           full_label: Optional[pd.DataFrame] = None, full_label_origin: str = "") -> pd.DataFrame:
+    """The fold-level comparisons against ``baseline`` with every label (``comparisons.COLUMNS`` plus
+    ``labeled_cases``, the learning curve's full-label x, and ``origin``), from the rows ``learning_curve`` takes its
+    full-label points from: the paired row's reference for what the budgets' differences would be with every label.
+    A pair of arms from this run and ``full_label`` is compared on the folds both have, like any pair."""
+    tables = []
+    for (source, configuration), folds in _budget_folds(validation, budgets).items():
+        if source not in cases:
+            continue
+        parts = _full_label_rows(validation, full_label, full_label_origin, source, configuration, folds)
+        if not parts:
+            continue
+        here = set(parts[0][0]["method"]) if parts[0][1] == THIS_RUN else set()
+        table = compare_arms(pd.concat([frame for frame, _ in parts]), baseline, metrics)
+        table = table[table["reference"] == baseline]
+        tables.append(table.assign(
+            labeled_cases=table["folds"].map(_mean_cases(cases[source])),
+            origin=[THIS_RUN if {method, baseline} <= here else full_label_origin for method in table["method"]]))
+    return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+
+
+def _budget_folds(validation: pd.DataFrame, budgets: Sequence[LabelBudget]) -> Dict[Tuple[str, str], List[int]]:
+    """(source dataset, configuration) -> the folds its budgets have validation rows for."""
+    sources = {budget.dataset: budget.source for budget in budgets}
+    tasks: Dict[Tuple[str, str], set] = {}
+    for (dataset, configuration), group in validation.groupby(["dataset", "configuration"], sort=False):
+        if dataset in sources:
+            tasks.setdefault((sources[dataset], configuration), set()).update(int(f) for f in group["fold"])
+    return {task: sorted(folds) for task, folds in tasks.items()}
+
+
+def _full_label_rows(validation: pd.DataFrame, full_label: Optional[pd.DataFrame], full_label_origin: str,
+                     source: str, configuration: str, folds: List[int]) -> List[Tuple[pd.DataFrame, str]]:
+    """The full-label rows on ``folds`` with their origin: this run's on ``source`` itself, then ``full_label``'s for
+    the methods this run has none of there. Non-empty frames only."""
+    def on(frame: pd.DataFrame) -> pd.DataFrame:
+        return frame[(frame["dataset"] == source) & (frame["configuration"] == configuration)
+                     & frame["fold"].isin(folds)]
+
+    here = on(validation)
+    parts = [(here, THIS_RUN)]
+    if full_label is not None:
+        other = on(full_label)
+        parts.append((other[~other["method"].isin(here["method"].unique())], full_label_origin))
+    return [(frame, origin) for frame, origin in parts if not frame.empty]
+
+
+def _mean_cases(cases: Mapping[int, int]) -> Callable[[Sequence[int]], float]:
+    """The x of a full-label point on ``folds``: the mean over them of their number of training cases."""
+    return lambda folds: float(np.mean([cases[f] for f in folds]))
 
 
 def _points(frame: pd.DataFrame, source: str, configuration: str, metrics: Sequence[str],

@@ -14,7 +14,7 @@ from nnunetv2_imnet.benchmark.collect import Collected, cost_per_job
 from nnunetv2_imnet.benchmark.comparisons import compare_arms, compare_budgets, noise_drops, per_case_means
 from nnunetv2_imnet.benchmark.convergence import (FRACTIONS, final_values, iterations_per_epoch, late_gain,
                                                   steps_to_target)
-from nnunetv2_imnet.benchmark.learning_curve import label_gap, learning_curve, training_cases
+from nnunetv2_imnet.benchmark.learning_curve import full_label_differences, label_gap, learning_curve, training_cases
 from nnunetv2_imnet.benchmark.markdown import table as markdown_table
 from nnunetv2_imnet.benchmark.metrics import METRICS
 from nnunetv2_imnet.benchmark.report_budgets import label_budget_section, label_gap_section, learning_curve_section
@@ -100,15 +100,17 @@ def write_report(spec: BenchmarkSpec, collected: Collected, out_dir: Path, comma
             lines += ["The methods cover different folds (see Runs), so these means are over different cases; the "
                       "ranking and the paired comparisons below use only the cases both methods have.", ""]
     lines += ["## Runs", "", *_runs_table(validation, collected), ""]
-    curve = None
+    curve = full_label_pairs = None
     if collected.label_budgets:
         full_label, origin = None, ""
         if spec.full_label_results is not None:
             full_label = pd.read_csv(spec.full_label_results)
             full_label = full_label[full_label["evaluation"] == VALIDATION]
             origin = f"from {shown_path(spec.full_label_results)}"
-        curve = learning_curve(validation, collected.label_budgets, list(METRICS),
-                               training_cases(spec, collected.label_budgets), full_label, origin)
+        cases_per_fold = training_cases(spec, collected.label_budgets)
+        curve = learning_curve(validation, collected.label_budgets, list(METRICS), cases_per_fold, full_label, origin)
+        full_label_pairs = full_label_differences(validation, collected.label_budgets, baseline, list(METRICS),
+                                                  cases_per_fold, full_label, origin)
         lines += ["## Label budgets", "", *label_budget_section(spec, collected.label_budgets), "",
                   "## Learning curve", "", *learning_curve_section(curve), "",
                   "### Distance from the full-label baseline", "", *label_gap_section(label_gap(curve, baseline),
@@ -133,7 +135,7 @@ def write_report(spec: BenchmarkSpec, collected: Collected, out_dir: Path, comma
                   "SNR = mean intensity of the voxels above the 10th percentile / noise sigma. For a dataset trained "
                   "under noise the conditions add noise on top of its already noisy images. Mean foreground Dice:", "",
                   *_noise_table(noise), "", *_noise_comparison(noise, baseline, pairs)]
-    plots = write_plots(spec, collected, differences, out_dir, curve)
+    plots = write_plots(spec, collected, differences, out_dir, curve, full_label_pairs)
     lines += ["## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots] + [""]
     lines += ["## Provenance", "", "Command:", "", "```", command, "```", "", "Specification:", "", "```json",
               json.dumps(_spec_dict(spec), indent=1), "```", ""]

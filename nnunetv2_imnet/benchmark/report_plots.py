@@ -32,14 +32,19 @@ FOLD_MARKERS = ("o", "s", "D", "^", "v")
 
 
 def write_plots(spec: BenchmarkSpec, collected: Collected, differences: pd.DataFrame, out_dir: Path,
-                curve: Optional[pd.DataFrame] = None) -> List[Path]:
+                curve: Optional[pd.DataFrame] = None, full_label: Optional[pd.DataFrame] = None) -> List[Path]:
     """Write every figure into ``out_dir``; return their paths in report order. ``differences``: the validation
     split's paired comparisons (``comparisons.compare_arms``); ``curve``: the learning curve's points
-    (``learning_curve.learning_curve``)."""
+    (``learning_curve.learning_curve``); ``full_label``: its full-label comparisons
+    (``learning_curve.full_label_differences``)."""
     written = []
     for (source, configuration), points in curve.groupby(["source", "configuration"], sort=False) \
             if curve is not None and not curve.empty else []:
         paired = budget_differences(differences, collected.label_budgets, source, configuration, spec.baseline.label)
+        if full_label is not None and not full_label.empty and not paired.empty:
+            paired = pd.concat([paired, full_label[(full_label["dataset"] == source)
+                                                   & (full_label["configuration"] == configuration)]],
+                               ignore_index=True)
         written.append(learning_curve_plot(points, out_dir / f"learning_curve_{source}_{configuration}.png", paired,
                                            spec.baseline.label))
     cases = collected.cases
@@ -209,13 +214,13 @@ def _dice_vs_snr(frame: pd.DataFrame, conditions: Dict[str, Optional[tuple]], pa
 def budget_differences(differences: pd.DataFrame, budgets: Sequence[LabelBudget], source: str, configuration: str,
                        baseline: str) -> pd.DataFrame:
     """The fold-level comparisons against ``baseline`` on ``source``'s label budgets, with each row's number of
-    labelled cases (``labeled_cases``): the paired view of the learning curve."""
+    labelled cases (``labeled_cases``) and ``origin`` (``BUDGET``): the paired view of the learning curve."""
     cases = {budget.dataset: budget.labeled_cases for budget in budgets if budget.source == source}
     if differences.empty or not cases:
         return pd.DataFrame()
     rows = differences[differences["dataset"].isin(cases) & (differences["configuration"] == configuration)
                        & (differences["reference"] == baseline)]
-    return rows.assign(labeled_cases=rows["dataset"].map(cases))
+    return rows.assign(labeled_cases=rows["dataset"].map(cases), origin=BUDGET)
 
 
 def learning_curve_plot(points: pd.DataFrame, path: Path, paired: Optional[pd.DataFrame] = None,
@@ -224,22 +229,23 @@ def learning_curve_plot(points: pd.DataFrame, path: Path, paired: Optional[pd.Da
     its fold-level 95 % t-interval, and its full-label point (a star) where there is one. The arms are dodged
     sideways so that their intervals at the same budget do not hide each other.
 
-    With ``paired`` (``budget_differences``), a second row shows each arm's fold-level difference to ``baseline``
-    on the same folds, with its 95 % CI and every fold's own difference: with few labels which case is labelled moves
-    all arms together, so the first row's intervals are mostly that spread and the second row is the one that says
-    whether an arm helps."""
+    With ``paired`` (``budget_differences``, and ``learning_curve.full_label_differences`` for the stars), a second
+    row shows each arm's fold-level difference to ``baseline`` on the same folds, with its 95 % CI and every fold's
+    own difference: with few labels which case is labelled moves all arms together, so the first row's intervals are
+    mostly that spread and the second row is the one that says whether an arm helps."""
     metrics = list(dict.fromkeys(points["metric"]))
     methods = list(dict.fromkeys(points["method"]))
     origins = [o for o in dict.fromkeys(points["origin"]) if o != BUDGET]
     with_paired = paired is not None and not paired.empty
     height = 9.5 if with_paired else 5.0
     fig, axes = plt.subplots(2 if with_paired else 1, len(metrics), figsize=(6.5 * len(metrics), height),
-                             squeeze=False)
+                             squeeze=False, sharex="col")
+    styles = [(BUDGET, dict(marker="o", linestyle="-"))] + \
+        [(o, dict(marker=_FULL_LABEL_MARKERS[i % 3], linestyle="none")) for i, o in enumerate(origins)]
     for ax, metric in zip(axes[0], metrics):
         for index, method in enumerate(methods):
             rows = points[(points["metric"] == metric) & (points["method"] == method)].sort_values("labeled_cases")
-            for origin, style in [(BUDGET, dict(marker="o", linestyle="-"))] + \
-                    [(o, dict(marker=_FULL_LABEL_MARKERS[i % 3], linestyle="none")) for i, o in enumerate(origins)]:
+            for origin, style in styles:
                 line = rows[rows["origin"] == origin]
                 if len(line):
                     x = dodged(line["labeled_cases"].to_numpy(dtype=float), index, len(methods))
@@ -249,15 +255,14 @@ def learning_curve_plot(points: pd.DataFrame, path: Path, paired: Optional[pd.Da
         ax.set_xscale("log")
         ax.minorticks_off()
         ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        ax.tick_params(labelbottom=True)  # shared with the paired row, but read on its own
         clip_to_range(ax, METRICS[metric].value_range)
         title = METRICS[metric].title
         ax.set(xlabel="labelled training cases per fold", ylabel=f"mean {title} (validation cases)", title=title)
         ax.grid(alpha=0.3)
     if with_paired:
         for ax, metric in zip(axes[1], metrics):
-            _paired_differences(ax, paired[paired["metric"] == metric], methods, baseline)
-            ax.set_xticks(axes[0][0].get_xticks(), [label.get_text() for label in axes[0][0].get_xticklabels()])
-            ax.set_xlim(axes[0][0].get_xlim())
+            _paired_differences(ax, paired[paired["metric"] == metric], methods, baseline, styles)
             ax.set_title(f"{METRICS[metric].title}: difference to {baseline} on the same folds")
     handles = [Line2D([], [], color=f"C{i}", marker="o", label=m) for i, m in enumerate(methods)]
     handles += [Line2D([], [], color="0.3", linestyle="none", marker=_FULL_LABEL_MARKERS[i % 3], markersize=9,
@@ -274,24 +279,24 @@ def learning_curve_plot(points: pd.DataFrame, path: Path, paired: Optional[pd.Da
     return _save(fig, path)
 
 
-def _paired_differences(ax: Axes, rows: pd.DataFrame, methods: List[str], baseline: str) -> None:
-    """Each arm's fold-level difference to the baseline at each budget (the colours and dodge of the first row),
-    its 95 % CI as a bar and each fold's difference as that fold's marker."""
+def _paired_differences(ax: Axes, rows: pd.DataFrame, methods: List[str], baseline: str,
+                        styles: List[Tuple[str, dict]]) -> None:
+    """Each arm's fold-level difference to the baseline at each budget and with every label (the colours, dodge and
+    per-origin ``styles`` of the first row), its 95 % CI as a bar and each fold's difference as that fold's marker."""
     for index, method in enumerate(methods):
-        line = rows[rows["method"] == method].sort_values("labeled_cases")
-        if line.empty:
-            continue
-        x = dodged(line["labeled_cases"].to_numpy(dtype=float), index, len(methods))
-        bars = _error_bars(line, "fold_difference", "fold_ci_low", "fold_ci_high")
-        ax.errorbar(x, line["fold_difference"], yerr=bars, color=f"C{index}", marker="o", capsize=3, markersize=7,
-                    label=method)
-        for position, row in zip(x, line.itertuples()):
-            for fold, difference in zip(row.folds, row.fold_differences):
-                ax.plot(position, difference, color=f"C{index}", linestyle="none", marker=_marker(fold),
-                        markersize=4, alpha=0.6)
+        for origin, style in styles:
+            line = rows[(rows["method"] == method) & (rows["origin"] == origin)].sort_values("labeled_cases")
+            if line.empty:
+                continue
+            x = dodged(line["labeled_cases"].to_numpy(dtype=float), index, len(methods))
+            bars = _error_bars(line, "fold_difference", "fold_ci_low", "fold_ci_high")
+            ax.errorbar(x, line["fold_difference"], yerr=bars, color=f"C{index}", capsize=3, markersize=7,
+                        label=method if origin == BUDGET else f"{method}, all labels", **style)
+            for position, row in zip(x, line.itertuples()):
+                for fold, difference in zip(row.folds, row.fold_differences):
+                    ax.plot(position, difference, color=f"C{index}", linestyle="none", marker=_marker(fold),
+                            markersize=4, alpha=0.6)
     ax.axhline(0.0, color="0.3", linewidth=1)
-    ax.set_xscale("log")
-    ax.minorticks_off()
     ax.set(xlabel="labelled training cases per fold", ylabel=f"method - {baseline} (fold level)")
     ax.grid(alpha=0.3)
 
