@@ -19,6 +19,7 @@ from nnunetv2_imnet.benchmark.collect import collect, training_curves
 from nnunetv2_imnet.benchmark.runner import BenchmarkRunner
 from nnunetv2_imnet.benchmark.spec import BenchmarkSpec
 from nnunetv2_imnet.naming import training_done
+from nnunetv2_imnet.provenance import record_attempt
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")  # MONAI's own deprecated internal argument
 NAMES = {4: "Dataset004_Hippocampus"}
@@ -39,6 +40,7 @@ def finished(tmp_path: Path) -> tuple:
     finish_run(spec, job, dice=[0.8, 0.6], curve=[0.2, 0.5, 0.7], mi=[math.nan, 0.1, 0.3],
                conditions={"clean": [0.8, 0.6], "rician_snr5": [0.7, 0.4]})
     (spec.work_path / "timings.json").write_text(json.dumps({f"train {job.label}": 12.5, "train other": 1.0}))
+    record_attempt(spec.fold_dir(job), resumed=False)
     return spec, job
 
 
@@ -47,7 +49,7 @@ def test_the_archive_keeps_summaries_curves_and_cached_nsd_but_no_model_or_predi
     written = archive_job(spec, job, tmp_path / "archive")
     names = {path.name for path in written}
     assert {"training_curves.json", "summary.json", "nsd_1mm.json", "dataset.json", "plans.json",
-            "provenance.json"} <= names
+            "provenance.json", "attempts.json"} <= names
     [provenance] = [path for path in written if path.name == "provenance.json"]
     assert "nnunetv2" in json.loads(provenance.read_text())["archived_by"]
     assert not [path for path in written if path.suffix in (".pth", ".gz")]
@@ -63,8 +65,8 @@ def test_a_restored_job_is_finished_and_collects_the_same_rows(finished, tmp_pat
     assert restore_job(fresh, job, tmp_path / "archive")
     assert training_done(fresh.fold_dir(job))
     assert not (fresh.fold_dir(job) / "checkpoint_final.pth").exists()
-    provenance = "provenance.json"  # the training run's, not the restoring one's
-    assert (fresh.fold_dir(job) / provenance).read_text() == (spec.fold_dir(job) / provenance).read_text()
+    for record in ("provenance.json", "attempts.json"):  # the training run's, not the restoring one's
+        assert (fresh.fold_dir(job) / record).read_text() == (spec.fold_dir(job) / record).read_text()
     original, restored = collect(spec, [job]), collect(fresh, [job])
     pd.testing.assert_frame_equal(original.cases, restored.cases)
     pd.testing.assert_frame_equal(original.training, restored.training)  # NaN epochs included

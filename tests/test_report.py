@@ -17,7 +17,8 @@ from nnunetv2_imnet.benchmark.collect import collect
 from nnunetv2_imnet.benchmark.metrics import Metric
 from nnunetv2_imnet.benchmark.report import write_report
 from nnunetv2_imnet.benchmark.spec import BenchmarkSpec
-from nnunetv2_imnet.provenance import source_commit
+from nnunetv2_imnet import provenance
+from nnunetv2_imnet.provenance import record_attempt, source_commit
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")  # MONAI's own deprecated internal argument
 NAMES = {4: "Dataset004_Hippocampus", 900: "Dataset900_HippocampusRician5"}
@@ -158,6 +159,33 @@ def test_cost_ratios_from_the_median_and_the_fastest_epoch(tmp_path) -> None:
     assert _row(cost, "Dataset004_Hippocampus/3d_fullres", f"`{IMNET}`").endswith(
         "| 1 | 10 | 1.100 | 0.367 | 0: 0.37 | 1.050 | 1.050 | 100 | 1.000 |")
     assert "the fastest epoch is then the better estimate" in cost
+
+
+def test_the_cost_table_names_each_runs_machines_and_marks_ratios_across_machines(tmp_path, monkeypatch) -> None:
+    """Baseline fold 0 on A; IMNet fold 0 on A; IMNet fold 1 started on A and continued on B; baseline fold 1 has
+    no record."""
+    spec = _spec(tmp_path, trainers=[BASE, IMNET], folds=[0, 1])
+    machines = {"A": {"cpu": "EPYC 9654", "cpu_capability": "AVX512", "cpu_count": 2, "gpu": None},
+                "B": {"cpu": "EPYC", "cpu_capability": "AVX2", "cpu_count": 2, "gpu": None}}
+    attempts = {(BASE, 0): "A", (IMNET, 0): "A", (IMNET, 1): "AB"}
+    for job in spec.jobs(NAMES):
+        finish_run(spec, job, dice=[0.8, 0.8], curve=SLOW)
+        for letter in attempts.get((job.method.trainer, job.fold), ""):
+            monkeypatch.setattr(provenance, "machine", lambda letter=letter: machines[letter])
+            record_attempt(spec.fold_dir(job), resumed=letter == "B")
+    cost = _section(_report(spec, tmp_path)[0], "Training cost (measured in the same runs)")
+    assert _row(cost, "Dataset004_Hippocampus/3d_fullres", f"`{BASE}`", "2", "A, ?")
+    assert "| 0: 1.00, 1: 1.00 |" in _row(cost, "Dataset004_Hippocampus/3d_fullres", f"`{BASE}`")
+    assert "| 0: 1.00, 1: 1.00† |" in _row(cost, "Dataset004_Hippocampus/3d_fullres", f"`{IMNET}`", "2", "A, B")
+    assert "A = EPYC 9654 (AVX512), 2 CPUs; B = EPYC (AVX2), 2 CPUs." in cost
+
+
+def test_without_machine_records_the_cost_table_has_no_machines_column(tmp_path) -> None:
+    spec = _spec(tmp_path, trainers=[BASE], folds=[0])
+    for job in spec.jobs(NAMES):
+        finish_run(spec, job, dice=[0.8, 0.8], curve=SLOW)
+    cost = _section(_report(spec, tmp_path)[0], "Training cost (measured in the same runs)")
+    assert "| task | method | folds | training (min) |" in cost and "Machines" not in cost
 
 
 def test_training_time_sums_the_epochs_and_is_na_without_timestamps(tmp_path) -> None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import time
 from pathlib import Path
@@ -30,15 +29,15 @@ from nnunetv2_imnet.benchmark.metrics import METRICS
 from nnunetv2_imnet.benchmark.self_training import PREDICTED_MARKER
 from nnunetv2_imnet.benchmark.spec import BenchmarkSpec, Job
 from nnunetv2_imnet.naming import TRAINING_CURVES, training_done
-from nnunetv2_imnet.provenance import versions
+from nnunetv2_imnet.provenance import ATTEMPTS, machine, versions
 
 #: files of nnU-Net's model folder that the report reads
 MODEL_FILES = ("dataset.json", "plans.json", "dataset_fingerprint.json")
-#: which code and machine archived the job: the versions, commit, time and CPU count of its first archiving
+#: which code and machine archived the job: the versions, commit, time and machine of its first archiving
 PROVENANCE = "provenance.json"
-#: the fold folder's own files worth keeping: nnU-Net's training logs and the arguments it ran with, the curves and
-#: the provenance
-FOLD_PATTERNS = ("debug.json", "training_log_*.txt", TRAINING_CURVES, PROVENANCE)
+#: the fold folder's own files worth keeping: nnU-Net's training logs and the arguments it ran with, the curves, the
+#: provenance and the training attempts' machines
+FOLD_PATTERNS = ("debug.json", "training_log_*.txt", TRAINING_CURVES, PROVENANCE, ATTEMPTS)
 TIMINGS = "timings.json"
 
 
@@ -148,8 +147,7 @@ def _merge_timings(job: Job, source: Path, target: Path) -> None:
 
 
 def _provenance() -> dict:
-    return {"archived_by": versions(), "archived_at": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-            "cpu_count": os.cpu_count()}
+    return {"archived_by": versions(), "archived_at": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "machine": machine()}
 
 
 def _plain(value):

@@ -15,6 +15,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 from nnunetv2_imnet.benchmark.metrics import METRICS, EvaluatedCase, Metric, evaluated_cases
 from nnunetv2_imnet.benchmark.spec import BenchmarkSpec, Job, LabelBudget
 from nnunetv2_imnet.naming import TRAINING_CURVES, training_done
+from nnunetv2_imnet.provenance import attempt_machines
 
 Label = Union[int, Tuple[int, ...]]
 #: what identifies a row of results.csv; one column per registered metric follows. ``labeled_cases``: the labelled
@@ -27,7 +28,7 @@ CURVE_KEYS = ("mean_fg_dice", "ema_fg_dice", "mi_estimate", "train_seconds_per_i
 @dataclass
 class Collected:
     cases: pd.DataFrame  # case_columns(): one row per job x evaluation x case x class
-    training: pd.DataFrame  # one row per job x epoch with CURVE_KEYS
+    training: pd.DataFrame  # one row per job x epoch with CURVE_KEYS and the machines its attempts ran on
     missing: List[Job]  # jobs that have not finished
     label_budgets: List[LabelBudget] = field(default_factory=list)  # of the jobs, finished or not, in spec order
 
@@ -49,7 +50,8 @@ def collect(spec: BenchmarkSpec, jobs: Sequence[Job]) -> Collected:
         for evaluation, summary in spec.summary_files(job):
             if summary.is_file():
                 case_rows += _case_rows(identity, evaluation, summary, labels, file_ending, spec.metric_parameters)
-        curve_rows += [{**identity, **row} for row in training_curves(fold_dir)]
+        machines = "; ".join(attempt_machines(fold_dir))  # empty for a run from before the record
+        curve_rows += [{**identity, **row, "machines": machines} for row in training_curves(fold_dir)]
     cases = pd.DataFrame(case_rows, columns=case_columns())
     cases["labeled_cases"] = cases["labeled_cases"].astype("Int64")  # whole numbers, empty for all labels
     budgets = list(dict.fromkeys(job.label_budget for job in jobs if job.label_budget is not None))
@@ -142,11 +144,11 @@ def _epoch_seconds(logging: dict, epoch: int) -> float:
 
 def cost_per_job(training: pd.DataFrame) -> pd.DataFrame:
     """Per job: the wall time of all epochs, the median and fastest epoch's train seconds per iteration (first
-    epoch excluded: start-up) and peak memory. The fastest epoch estimates the cost without load: other work on the
-    machine slows some epochs, never speeds one up."""
+    epoch excluded: start-up) and peak memory, and the machines it trained on. The fastest epoch estimates the cost
+    without load: other work on the machine slows some epochs, never speeds one up."""
     if training.empty:
         return pd.DataFrame()
-    keys = ["dataset", "configuration", "plans", "trainer", "method", "fold"]
+    keys = ["dataset", "configuration", "plans", "trainer", "method", "fold", "machines"]
 
     def summarise(group: pd.DataFrame) -> pd.Series:
         steady = group[group["epoch"] > 0] if len(group) > 1 else group

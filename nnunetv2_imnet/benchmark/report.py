@@ -335,10 +335,12 @@ def _cost_table(training: pd.DataFrame, baseline: str, budget: str, timings: Dic
         return ["(no finished run)"]
     students = bool((cost["trainer"] == SELF_TRAINING).any())
     cost["with_teacher"] = _with_teacher(cost, budget, timings)
+    letters = _machine_letters(cost["machines"])
     keys = ["dataset", "configuration", "fold"]
     reference = cost[cost["method"] == baseline].set_index(keys)
     columns = ["seconds_per_iteration", "fastest_seconds_per_iteration", "peak_memory_mb"]
-    header = ["task", "method", "folds", "training (min)"] + ["incl. teacher (min)"] * students + [
+    header = ["task", "method", "folds"] + ["machines"] * bool(letters) + ["training (min)"] + \
+             ["incl. teacher (min)"] * students + [
               "s / iteration", "ratio to baseline", "ratio per fold",
               "fastest epoch: s / iteration", "ratio to baseline", "peak memory (MB)", "ratio to baseline"]
     rows = []
@@ -346,13 +348,16 @@ def _cost_table(training: pd.DataFrame, baseline: str, budget: str, timings: Dic
         indexed = group.set_index(keys)
         common = indexed.index.intersection(reference.index)
         ratios = (indexed.loc[common, columns] / reference.loc[common, columns]).sort_index()
+        elsewhere = {key for key in common if indexed.at[key, "machines"] != reference.at[key, "machines"]}
         mean_ratio = {column: f"{ratios[column].mean():.3f}" if len(common) else "" for column in columns}
         teacher = [_minutes(group["with_teacher"]) if (group["trainer"] == SELF_TRAINING).all() else ""]
-        rows.append([f"{dataset}/{configuration}", f"`{method}`", str(len(group)),
+        machines = [_machine_cell(group["machines"], letters)] if letters else []
+        rows.append([f"{dataset}/{configuration}", f"`{method}`", str(len(group))] + machines + [
                      _minutes(group["training_minutes"])] + teacher * students + [
                      f"{group['seconds_per_iteration'].mean():.3f}",
                      mean_ratio["seconds_per_iteration"],
-                     ", ".join(f"{fold}: {r:.2f}" for (*_, fold), r in ratios["seconds_per_iteration"].items()),
+                     ", ".join(f"{key[-1]}: {r:.2f}" + "†" * (key in elsewhere)
+                               for key, r in ratios["seconds_per_iteration"].items()),
                      f"{group['fastest_seconds_per_iteration'].mean():.3f}",
                      mean_ratio["fastest_seconds_per_iteration"], f"{group['peak_memory_mb'].mean():.0f}",
                      mean_ratio["peak_memory_mb"]])
@@ -366,12 +371,34 @@ def _cost_table(training: pd.DataFrame, baseline: str, budget: str, timings: Dic
                 "epoch that disagree, mean that the runs were loaded unequally: the fastest epoch is then the better "
                 "estimate, and `benchmarks/overhead.py` (both trainers alternated step by step on the same batches) "
                 "the measure to trust."]
+    if letters:
+        note += ["", "Machines (each training attempt's, from its fold's attempts.json; ? where a run has no "
+                     "record): " + "; ".join(f"{letter} = {name}" for name, letter in letters.items()) + ". † the "
+                     "run and the baseline's same fold trained on different machines: that ratio mixes the "
+                     "machines' speed with the method's cost."]
     if students:
         note += ["", f"Incl. teacher: for `{SELF_TRAINING}`, per fold the student's training, its teacher's (the "
                      f"`{BASELINE_TRAINER}` of the same label budget and fold) and the teacher's prediction of the "
                      f"pseudo-labels (the stage's wall time in timings.json, its last attempt), in total: what the "
                      f"self-training arm costs from scratch."]
     return markdown_table(header, rows) + note
+
+
+def _machines(joined: str) -> List[str]:
+    """``collect``'s machines column ("A; B") as a list; empty for a run without a record."""
+    return [name for name in joined.split("; ") if name]
+
+
+def _machine_cell(machines: pd.Series, letters: Dict[str, str]) -> str:
+    """The letters of the machines a method's runs trained on, "?" too where one of them has no record."""
+    used = sorted({letters[name] for joined in machines for name in _machines(joined)})
+    return ", ".join(used + ["?"] * any(not _machines(joined) for joined in machines))
+
+
+def _machine_letters(machines: pd.Series) -> Dict[str, str]:
+    """Machine name -> A, B, ... in order of appearance; empty where no run recorded its machine."""
+    names = dict.fromkeys(name for joined in machines for name in _machines(joined))
+    return {name: chr(ord("A") + i) for i, name in enumerate(names)}
 
 
 def _with_teacher(cost: pd.DataFrame, budget: str, timings: Dict[str, float]) -> pd.Series:

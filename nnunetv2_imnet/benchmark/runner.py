@@ -23,6 +23,7 @@ from nnunetv2_imnet.benchmark.noise import COMPLETE_MARKER, corrupt_cases, deriv
 from nnunetv2_imnet.benchmark.spec import BenchmarkSpec, Job, Task
 from nnunetv2_imnet.benchmark.training_log import fold_progress
 from nnunetv2_imnet.naming import CHECKPOINTS, TEST, channel_files, find_dataset_folder, noisy_dataset_name, training_done
+from nnunetv2_imnet.provenance import record_attempt
 from nnunetv2_imnet.training.budgets import BUDGETS
 from nnunetv2_imnet.training.heap import die_with_parent
 
@@ -155,6 +156,7 @@ class BenchmarkRunner(LabelBudgetStages):
             if not acquired:
                 print(f"# skipping {job.label}: another process is training it", file=self.out)
                 return False
+            record_attempt(fold_dir, resume)
             epochs = BUDGETS[self.spec.budget].epochs
             self._execute(command, training=True, log=self._train_log(job),
                           stage=f"train {job.label}",
