@@ -167,8 +167,9 @@ def test_every_arm_trains_at_every_budget_each_fold_with_its_student_without_tou
     full = [(j.task.dataset, j.method.trainer, j.fold) for j in jobs if j.label_budget is None]
     assert full == [(SOURCE, BASE, 0), (SOURCE, IMNET, 0), (SOURCE, BASE, 1), (SOURCE, IMNET, 1)]  # supervised only
     budgets = [(j.task.dataset, j.labeled_cases, j.fold, j.method.trainer) for j in jobs[4:]]
+    # a budget's fold complete before the next; the student right after its teacher, whose model makes its labels
     assert budgets == [(name, n, fold, arm) for name, n in ((L1, 1), (L2, 2)) for fold in (0, 1)
-                       for arm in (BASE, IMNET, UNLABELLED, SELF)]  # a budget's fold complete before the next
+                       for arm in (BASE, SELF, IMNET, UNLABELLED)]
     students = [job for job in jobs if job.is_student]
     assert [(j.task.dataset, j.model_dataset, j.fold) for j in students] == [
         (L1, "Dataset800_IMNetDemoL1F0Pseudo", 0), (L1, "Dataset801_IMNetDemoL1F1Pseudo", 1),

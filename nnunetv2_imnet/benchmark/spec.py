@@ -313,8 +313,10 @@ class BenchmarkSpec:
 
     def jobs(self, dataset_names: Dict[int, str]) -> List[Job]:
         """Clean datasets on ``folds`` (all labels, unless ``full_labels`` is off), datasets trained under noise on
-        ``noise_folds``, then each label budget on ``folds``, a fold's self-training student right after that fold's
-        other arms (its teacher among them), so that every budget and fold is complete before the next begins.
+        ``noise_folds``, then each label budget on ``folds``, fold by fold, so that every budget and fold is
+        complete before the next begins. A self-training student comes right after its teacher: the teacher
+        predicts the pseudo-labels, which are archived at once, while its model is still on this machine (an
+        archive keeps no model, so a teacher restored from one would have to be trained again).
         ``dataset_names``: id -> folder name of the source and noisy datasets; derived names follow by rule."""
         runs: List[Tuple[int, Sequence[int]]] = [(d, self.folds) for d in self.datasets if self.full_labels]
         runs += [(n.dataset_id, self.noise_folds) for n in self.noisy_datasets()]
@@ -328,9 +330,9 @@ class BenchmarkSpec:
         for b in budgets:
             for c in self.configurations:
                 for f in self.folds:
-                    jobs += [Job(Task(b.dataset, c), m, f, self.budget, b) for m in arms]
-                    jobs += [students[key] for key in ((Task(b.dataset, c), f, p) for p in self.plans)
-                             if key in students]
+                    for arm in (Job(Task(b.dataset, c), m, f, self.budget, b) for m in arms):
+                        student = students.get((arm.task, f, arm.method.plans))
+                        jobs += [arm, student] if student and arm.method.trainer == BASELINE_TRAINER else [arm]
         return jobs
 
     def _students(self, budgets: Sequence[LabelBudget]) -> List[Job]:
