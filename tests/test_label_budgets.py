@@ -290,11 +290,15 @@ def test_pseudo_labels_are_archived_and_continue_a_student_on_a_fresh_machine(tm
     archive_pseudo_labels(spec, student, archive)
     assert not (archive / "pseudo_labels").exists()  # unfinished predictions are not archived
     (folder / PREDICTED_MARKER).write_text("{}")
+    stage = {f"predict pseudo-labels {student.label}": 424.3}  # the teacher's time, counted in the arm's cost
+    (spec.work_path / "timings.json").write_text(json.dumps({**stage, "train other": 1.0}))
     archive_pseudo_labels(spec, student, archive)
+    assert json.loads((archive / "timings.json").read_text()) == stage
     fresh = _spec(tmp_path, work="fresh")
     assert restore_pseudo_labels(fresh, student, archive)
     restored = fresh.pseudo_label_dir(student)
     assert (restored / "predictions" / "c1.nii.gz").read_text() == "label"
+    assert json.loads((fresh.work_path / "timings.json").read_text()) == stage
     assert not restore_pseudo_labels(fresh, student, archive)
     assert not BenchmarkRunner(fresh, out=io.StringIO()).predict_pseudo_labels(student)  # no teacher needed
 

@@ -81,13 +81,15 @@ def restore_job(spec: BenchmarkSpec, job: Job, archive: Path) -> bool:
 
 
 def archive_pseudo_labels(spec: BenchmarkSpec, student: Job, archive: Path) -> None:
-    """Copy a self-training student's finished pseudo-labels into ``archive`` (once)."""
+    """Copy a self-training student's finished pseudo-labels into ``archive`` (once), with the time their
+    prediction took: a student continued elsewhere restores them instead of predicting them again."""
     relative = spec.pseudo_label_dir(student).relative_to(spec.work_path)
     if (archive / relative / PREDICTED_MARKER).is_file():
         return
     for path in _pseudo_label_files(spec, student, spec.work_path):
         (archive / path).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(spec.work_path / path, archive / path)
+    _merge_timings(student, spec.work_path / TIMINGS, archive / TIMINGS)
 
 
 def restore_pseudo_labels(spec: BenchmarkSpec, student: Job, archive: Path) -> bool:
@@ -100,6 +102,8 @@ def restore_pseudo_labels(spec: BenchmarkSpec, student: Job, archive: Path) -> b
     for path in files:
         (spec.work_path / path).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(archive / path, spec.work_path / path)
+    if files:
+        _merge_timings(student, archive / TIMINGS, spec.work_path / TIMINGS)
     return bool(files)
 
 
