@@ -50,7 +50,7 @@ def collect(spec: BenchmarkSpec, jobs: Sequence[Job]) -> Collected:
         for evaluation, summary in spec.summary_files(job):
             if summary.is_file():
                 case_rows += _case_rows(identity, evaluation, summary, labels, file_ending, spec.metric_parameters)
-        machines = "; ".join(attempt_machines(fold_dir))  # empty for a run from before the record
+        machines = tuple(attempt_machines(fold_dir))  # empty for a run from before the record
         curve_rows += [{**identity, **row, "machines": machines} for row in training_curves(fold_dir)]
     cases = pd.DataFrame(case_rows, columns=case_columns())
     cases["labeled_cases"] = cases["labeled_cases"].astype("Int64")  # whole numbers, empty for all labels

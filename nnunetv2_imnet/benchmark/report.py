@@ -384,20 +384,15 @@ def _cost_table(training: pd.DataFrame, baseline: str, budget: str, timings: Dic
     return markdown_table(header, rows) + note
 
 
-def _machines(joined: str) -> List[str]:
-    """``collect``'s machines column ("A; B") as a list; empty for a run without a record."""
-    return [name for name in joined.split("; ") if name]
-
-
 def _machine_cell(machines: pd.Series, letters: Dict[str, str]) -> str:
     """The letters of the machines a method's runs trained on, "?" too where one of them has no record."""
-    used = sorted({letters[name] for joined in machines for name in _machines(joined)})
-    return ", ".join(used + ["?"] * any(not _machines(joined) for joined in machines))
+    used = sorted({letters[name] for names in machines for name in names})
+    return ", ".join(used + ["?"] * any(not names for names in machines))
 
 
 def _machine_letters(machines: pd.Series) -> Dict[str, str]:
     """Machine name -> A, B, ... in order of appearance; empty where no run recorded its machine."""
-    names = dict.fromkeys(name for joined in machines for name in _machines(joined))
+    names = dict.fromkeys(name for names in machines for name in names)
     return {name: chr(ord("A") + i) for i, name in enumerate(names)}
 
 
