@@ -138,7 +138,7 @@ def cmd_benchmark(args: argparse.Namespace) -> None:
 def cmd_job(args: argparse.Namespace) -> None:
     """One SLURM array task: the job at ``--index`` of the saved spec."""
     from nnunetv2_imnet.benchmark.session import run_job
-    run_job(Path(args.spec), args.index)
+    run_job(Path(args.spec), args.index, retrain=args.retrain)
 
 
 def cmd_prepare(args: argparse.Namespace) -> None:
@@ -250,6 +250,10 @@ def build_parser() -> argparse.ArgumentParser:
     job = sub.add_parser("benchmark-job", help="run job INDEX of a saved spec (a SLURM array task)")
     job.add_argument("--spec", required=True)
     job.add_argument("--index", type=int, required=True)
+    job.add_argument("--retrain", action="store_true",
+                     help="set the job's finished run aside (its model, evaluations and timings, in the work folder "
+                          "and the archive) and train it again: for a teacher restored from an archive without its "
+                          "model, say")
     job.set_defaults(func=cmd_job)
 
     prepare = sub.add_parser("prepare", help="link, derive and preprocess the datasets of a saved spec")

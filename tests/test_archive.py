@@ -14,7 +14,7 @@ import pytest
 
 from fake_runs import finish_run
 from nnunetv2_imnet import cli
-from nnunetv2_imnet.benchmark.archive import archive_job, restore_job
+from nnunetv2_imnet.benchmark.archive import archive_job, forget_job, restore_job
 from nnunetv2_imnet.benchmark.collect import collect, training_curves
 from nnunetv2_imnet.benchmark.runner import BenchmarkRunner
 from nnunetv2_imnet.benchmark.spec import BenchmarkSpec
@@ -102,7 +102,29 @@ def test_a_restored_job_skips_an_evaluation_it_has_no_model_for(finished, tmp_pa
     runner.raw_folders = {NAMES[4]: tmp_path / "raw"}  # what prepare_raw links
     assert not runner.evaluate_noise(job)
     assert f"cannot evaluate gaussian_snr5 for {job.label}: it was restored from an archive" in out.getvalue()
+    assert f"To train it again: nnunetv2-imnet benchmark-job --spec {fresh.work_path / 'spec.json'} --index 0 " \
+           "--retrain" in out.getvalue()
     assert "cannot evaluate rician_snr5" not in out.getvalue()  # restored, so done
+
+
+def test_a_forgotten_job_is_gone_from_work_and_archive_with_its_evaluations_and_timings(finished, tmp_path) -> None:
+    """Setting a run aside: the archive must not restore it, and its evaluations must not pass for the next run's."""
+    spec, job = finished
+    archive = tmp_path / "archive"
+    archive_job(spec, job, archive)
+    other = json.loads((archive / "timings.json").read_text()) | {"train other": 3.0}
+    (archive / "timings.json").write_text(json.dumps(other))
+    removed = forget_job(spec, job, archive)
+    evaluations = [spec.evaluation_dir(job, condition) for condition in ("clean", "rician_snr5")]
+    for root in (spec.work_path, archive):
+        expected = [root / path.relative_to(spec.work_path) for path in [spec.fold_dir(job), *evaluations]]
+        assert set(expected) <= set(removed)
+        assert not any(path.exists() for path in expected)
+        assert json.loads((root / "timings.json").read_text()) == {"train other": 1.0 if root == spec.work_path
+                                                                   else 3.0}
+    assert (spec.model_dir(job) / "dataset.json").is_file()  # the other folds' share stays
+    assert not restore_job(spec, job, archive) and not training_done(spec.fold_dir(job))
+    assert forget_job(spec, job, archive) == []  # nothing left to remove
 
 
 def test_the_smoke_run_restored_into_a_fresh_work_folder_reports_the_same(synthetic_benchmark, synthetic_raw,

@@ -17,7 +17,7 @@ import pytest
 
 from fake_runs import finish_run
 from nnunetv2_imnet import cli
-from nnunetv2_imnet.benchmark.archive import archive_pseudo_labels, restore_pseudo_labels
+from nnunetv2_imnet.benchmark.archive import archive_job, archive_pseudo_labels, restore_pseudo_labels
 from nnunetv2_imnet.benchmark.collect import collect
 from nnunetv2_imnet.benchmark.comparisons import compare_arms, compare_budgets
 from nnunetv2_imnet.benchmark.label_budgets import (budget_splits, check_budgets, draw_labelled, link_preprocessed,
@@ -270,15 +270,43 @@ def test_a_student_without_its_teachers_model_or_pseudo_labels_says_what_to_do(t
     spec = _spec(tmp_path)
     teacher, student = spec.jobs(NAMES)
     runner = BenchmarkRunner(spec, out=io.StringIO())
+    runner.raw_folders = {name: tmp_path / "raw" / name for name in NAMES.values()}  # what prepare_raw links
     with pytest.raises(FileNotFoundError, match=r"has not finished training .*Train it first"):
         runner.predict_pseudo_labels(student)
     finish_run(spec, teacher, dice=[0.5], curve=[0.5])
     fold = spec.fold_dir(teacher)
     (fold / TRAINING_CURVES).write_text("{}")
     (fold / "checkpoint_final.pth").unlink()  # as restored from an archive
+    retrain = f"nnunetv2-imnet benchmark-job --spec {spec.work_path / 'spec.json'} --index 0 --retrain"
     with pytest.raises(FileNotFoundError, match=r"was restored from an archive, which keeps no model\. Retrain the "
-                                                rf"teacher: delete {re.escape(str(fold))}"):
+                                                rf"teacher .*: {re.escape(retrain)}$"):
         runner.predict_pseudo_labels(student)
+
+
+def test_retrain_sets_a_teachers_run_aside_and_names_the_student_it_taught(tmp_path, monkeypatch, capsys) -> None:
+    """`benchmark-job --retrain`: the run leaves the work folder and the archive before the job runs, and a student
+    whose pseudo-labels came from the run set aside is named, as the baseline would no longer be its teacher."""
+    archive = tmp_path / "archive"
+    spec = _spec(tmp_path, archive=str(archive))
+    teacher, student = spec.jobs(NAMES)
+    finish_run(spec, teacher, dice=[0.5], curve=[0.5])
+    archive_job(spec, teacher, archive)
+    marker = spec.pseudo_label_dir(student) / PREDICTED_MARKER
+    marker.parent.mkdir(parents=True)
+    marker.write_text("{}")
+    spec.save()
+    ran = []
+    monkeypatch.setattr(BenchmarkSpec, "dataset_names", lambda self: NAMES)  # no raw data: nothing runs
+    monkeypatch.setattr(BenchmarkRunner, "prepare_raw", lambda self: NAMES)
+    monkeypatch.setattr(BenchmarkRunner, "describe", lambda self, job: job.label)
+    monkeypatch.setattr(BenchmarkRunner, "run_job", lambda self, job, progress=None: ran.append(job))
+    cli.main(["benchmark-job", "--spec", str(spec.work_path / "spec.json"), "--index", "0", "--retrain"])
+    out = capsys.readouterr().out
+    assert ran == [teacher]
+    archived = archive / spec.fold_dir(teacher).relative_to(spec.work_path)
+    assert not spec.fold_dir(teacher).exists() and not archived.exists()
+    assert f"# set aside: removed {spec.fold_dir(teacher)}\n" in out and f"removed {archived}\n" in out
+    assert f"{student.label} keeps the pseudo-labels of the run set aside; retrain it too (--index 1 --retrain)" in out
 
 
 def test_pseudo_labels_are_archived_and_continue_a_student_on_a_fresh_machine(tmp_path) -> None:

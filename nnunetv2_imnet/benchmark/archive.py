@@ -10,7 +10,7 @@ self-training student, its teacher's pseudo-labels, archived as soon as they exi
 the student without the teacher's model. ``archive_job`` copies that into a folder with the work folder's layout
 (one under version control, say); ``restore_job`` copies it back into a work folder, where the runner counts the job
 as finished and the report reads it as if it had just run. A restored job has no model: an evaluation added later
-needs it retrained.
+needs it retrained, after ``forget_job`` has set its run aside.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import math
 import shutil
 import time
 from pathlib import Path
-from typing import List
+from typing import List, Optional
 
 import numpy as np
 import torch
@@ -28,7 +28,7 @@ from nnunetv2_imnet.benchmark.collect import cache_costly_metrics, training_logg
 from nnunetv2_imnet.benchmark.metrics import METRICS
 from nnunetv2_imnet.benchmark.self_training import PREDICTED_MARKER
 from nnunetv2_imnet.benchmark.spec import BenchmarkSpec, Job
-from nnunetv2_imnet.naming import TRAINING_CURVES, training_done
+from nnunetv2_imnet.naming import TRAINING_CURVES, VALIDATION, training_done
 from nnunetv2_imnet.provenance import ATTEMPTS, machine, versions
 
 #: files of nnU-Net's model folder that the report reads
@@ -78,6 +78,28 @@ def restore_job(spec: BenchmarkSpec, job: Job, archive: Path) -> bool:
             shutil.copyfile(archive / relative, target)
     _merge_timings(job, archive / TIMINGS, spec.work_path / TIMINGS)
     return True
+
+
+def forget_job(spec: BenchmarkSpec, job: Job, archive: Optional[Path] = None) -> List[Path]:
+    """Remove ``job``'s run from the work folder and from ``archive``: its fold folder (model, validation, logs),
+    its evaluations and its stage timings, so that the runner trains and evaluates it from scratch. For a run whose
+    model is gone but needed (a self-training teacher restored from an archive) or a run set aside. Removing the
+    fold folder alone is not enough: the archive would restore the old run, and its evaluations would pass for the
+    new model's. The budget's split, the model folder's dataset.json and plans.json (other folds share them) and a
+    student's pseudo-labels stay. Returns the folders removed."""
+    folders = [spec.fold_dir(job)] + [summary.parent.parent for name, summary in spec.summary_files(job)
+                                      if name != VALIDATION]
+    removed = []
+    for root in [spec.work_path] + ([archive] if archive is not None else []):
+        for folder in (root / path.relative_to(spec.work_path) for path in folders):
+            if folder.is_dir():
+                shutil.rmtree(folder)
+                removed.append(folder)
+        timings = root / TIMINGS
+        if timings.is_file():
+            kept = {k: v for k, v in json.loads(timings.read_text()).items() if not k.endswith(f" {job.label}")}
+            timings.write_text(json.dumps(kept, indent=1))
+    return removed
 
 
 def archive_pseudo_labels(spec: BenchmarkSpec, student: Job, archive: Path) -> None:

@@ -126,8 +126,8 @@ class LabelBudgetStages:
             if training_done(model):
                 raise FileNotFoundError(
                     f"{job.label} needs its teacher's pseudo-labels, and neither they nor the teacher's model exist: "
-                    f"{teacher.label} was restored from an archive, which keeps no model. Retrain the teacher: delete "
-                    f"{model} and run the benchmark (or the teacher's benchmark-job) again.")
+                    f"{teacher.label} was restored from an archive, which keeps no model. Retrain the teacher (its "
+                    f"run is set aside, archive included), then run this job again: {self._retrain_command(teacher)}")
             raise FileNotFoundError(
                 f"The teacher of {job.label}, {teacher.label}, has not finished training ({model} has no "
                 f"checkpoint_final.pth). Train it first (the benchmark runs teachers before students; in SLURM, "

@@ -22,7 +22,8 @@ from nnunetv2_imnet.benchmark.budget_stages import LabelBudgetStages, slug
 from nnunetv2_imnet.benchmark.noise import COMPLETE_MARKER, corrupt_cases, derive_noisy_dataset
 from nnunetv2_imnet.benchmark.spec import BenchmarkSpec, Job, Task
 from nnunetv2_imnet.benchmark.training_log import fold_progress
-from nnunetv2_imnet.naming import CHECKPOINTS, TEST, channel_files, find_dataset_folder, noisy_dataset_name, training_done
+from nnunetv2_imnet.naming import (CHECKPOINTS, TEST, channel_files, dataset_id, find_dataset_folder,
+                                   noisy_dataset_name, training_done)
 from nnunetv2_imnet.provenance import record_attempt
 from nnunetv2_imnet.training.budgets import BUDGETS
 from nnunetv2_imnet.training.heap import die_with_parent
@@ -194,8 +195,11 @@ class BenchmarkRunner(LabelBudgetStages):
         if self.dry_run or self._evaluated(job, condition) or model.is_file():
             return False
         print(f"# cannot evaluate {condition} for {job.label}: it was restored from an archive, which keeps no "
-              f"model. Delete {self.spec.fold_dir(job)} to retrain it.", file=self.out, flush=True)
+              f"model. To train it again: {self._retrain_command(job)}", file=self.out, flush=True)
         return True
+
+    def _retrain_command(self, job: Job) -> str:
+        return self.spec.retrain_command(job, {dataset_id(name): name for name in self.raw_folders})
 
     def _evaluated(self, job: Job, condition: str) -> bool:
         return (self.spec.evaluation_dir(job, condition) / "predictions" / "summary.json").is_file()

@@ -10,10 +10,11 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from nnunetv2_imnet.benchmark.archive import archive_job, restore_job
+from nnunetv2_imnet.benchmark.archive import archive_job, forget_job, restore_job
 from nnunetv2_imnet.benchmark.collect import collect, read_timings
 from nnunetv2_imnet.benchmark.report import write_report
 from nnunetv2_imnet.benchmark.runner import BenchmarkRunner
+from nnunetv2_imnet.benchmark.self_training import PREDICTED_MARKER
 from nnunetv2_imnet.benchmark.spec import BenchmarkSpec
 from nnunetv2_imnet.naming import training_done
 from nnunetv2_imnet.provenance import versions
@@ -48,16 +49,26 @@ def write_results(spec: BenchmarkSpec, command: str) -> Path:
     return path
 
 
-def run_job(spec_file: Path, index: int) -> None:
-    """One SLURM array task: the job at ``index`` of the saved spec."""
+def run_job(spec_file: Path, index: int, retrain: bool = False) -> None:
+    """One SLURM array task: the job at ``index`` of the saved spec. ``retrain``: first set its finished run aside
+    (``forget_job``: work folder and archive), so that it trains from scratch."""
     spec = BenchmarkSpec.load(spec_file)
     jobs = spec.jobs(spec.dataset_names())
     if not 0 <= index < len(jobs):
         raise ValueError(f"--index {index} is out of range: the spec has {len(jobs)} jobs (0-{len(jobs) - 1}).")
+    job = jobs[index]
+    if retrain:
+        archive = Path(spec.archive) if spec.archive is not None else None
+        for folder in forget_job(spec, job, archive):
+            print(f"# set aside: removed {folder}", flush=True)
+        for student in (j for j in jobs if j.is_student and spec.teacher(j) == job):
+            if (spec.pseudo_label_dir(student) / PREDICTED_MARKER).is_file():
+                print(f"# note: {student.label} keeps the pseudo-labels of the run set aside; retrain it too "
+                      f"(--index {jobs.index(student)} --retrain) so that its teacher is this run", flush=True)
     runner = BenchmarkRunner(spec)
     runner.prepare_raw()
-    print(runner.describe(jobs[index]), flush=True)
-    runner.run_job(jobs[index])
+    print(runner.describe(job), flush=True)
+    runner.run_job(job)
 
 
 def prepare(spec_file: Path) -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -353,6 +354,13 @@ class BenchmarkSpec:
         names.update({n.dataset_id: naming.noisy_dataset_name(names[n.source_id], n.dataset_id, n.kind, n.snr)
                       for n in self.noisy_datasets()})
         return names
+
+    def retrain_command(self, job: Job, dataset_names: Optional[Dict[int, str]] = None) -> str:
+        """The command that sets ``job``'s finished run aside (work folder and archive) and trains it again.
+        ``dataset_names`` as for ``jobs`` (by default read from ``raw``)."""
+        index = self.jobs(dataset_names if dataset_names is not None else self.dataset_names()).index(job)
+        return (f"nnunetv2-imnet benchmark-job --spec {shlex.quote(str(self.work_path / 'spec.json'))} "
+                f"--index {index} --retrain")
 
     def save(self, path: Optional[Path] = None) -> Path:
         path = path or self.work_path / "spec.json"
