@@ -285,15 +285,16 @@ def test_a_student_without_its_teachers_model_or_pseudo_labels_says_what_to_do(t
 
 def test_retrain_sets_a_teachers_run_aside_and_names_the_student_it_taught(tmp_path, monkeypatch, capsys) -> None:
     """`benchmark-job --retrain`: the run leaves the work folder and the archive before the job runs, and a student
-    whose pseudo-labels came from the run set aside is named, as the baseline would no longer be its teacher."""
+    whose pseudo-labels (here archived) came from the run set aside is named, as the baseline would no longer be its
+    teacher."""
     archive = tmp_path / "archive"
     spec = _spec(tmp_path, archive=str(archive))
     teacher, student = spec.jobs(NAMES)
     finish_run(spec, teacher, dice=[0.5], curve=[0.5])
     archive_job(spec, teacher, archive)
-    marker = spec.pseudo_label_dir(student) / PREDICTED_MARKER
-    marker.parent.mkdir(parents=True)
-    marker.write_text("{}")
+    pseudo_labels = archive / spec.pseudo_label_dir(student).relative_to(spec.work_path)  # only in the archive
+    pseudo_labels.mkdir(parents=True)
+    (pseudo_labels / PREDICTED_MARKER).write_text("{}")
     spec.save()
     ran = []
     monkeypatch.setattr(BenchmarkSpec, "dataset_names", lambda self: NAMES)  # no raw data: nothing runs
@@ -306,7 +307,8 @@ def test_retrain_sets_a_teachers_run_aside_and_names_the_student_it_taught(tmp_p
     archived = archive / spec.fold_dir(teacher).relative_to(spec.work_path)
     assert not spec.fold_dir(teacher).exists() and not archived.exists()
     assert f"# set aside: removed {spec.fold_dir(teacher)}\n" in out and f"removed {archived}\n" in out
-    assert f"{student.label} keeps the pseudo-labels of the run set aside; retrain it too (--index 1 --retrain)" in out
+    assert (f"{student.label} learns from the pseudo-labels of the run set aside ({pseudo_labels}); to pair it with "
+            f"the new run, delete them and retrain it (--index 1 --retrain)") in out
 
 
 def test_pseudo_labels_are_archived_and_continue_a_student_on_a_fresh_machine(tmp_path) -> None:

@@ -61,10 +61,14 @@ def run_job(spec_file: Path, index: int, retrain: bool = False) -> None:
         archive = Path(spec.archive) if spec.archive is not None else None
         for folder in forget_job(spec, job, archive):
             print(f"# set aside: removed {folder}", flush=True)
+        roots = [spec.work_path] + ([archive] if archive is not None else [])
         for student in (j for j in jobs if j.is_student and spec.teacher(j) == job):
-            if (spec.pseudo_label_dir(student) / PREDICTED_MARKER).is_file():
-                print(f"# note: {student.label} keeps the pseudo-labels of the run set aside; retrain it too "
-                      f"(--index {jobs.index(student)} --retrain) so that its teacher is this run", flush=True)
+            folders = [root / spec.pseudo_label_dir(student).relative_to(spec.work_path) for root in roots]
+            taught = [str(folder) for folder in folders if (folder / PREDICTED_MARKER).is_file()]
+            if taught:
+                print(f"# note: {student.label} learns from the pseudo-labels of the run set aside "
+                      f"({', '.join(taught)}); to pair it with the new run, delete them and retrain it "
+                      f"(--index {jobs.index(student)} --retrain)", flush=True)
     runner = BenchmarkRunner(spec)
     runner.prepare_raw()
     print(runner.describe(job), flush=True)
