@@ -97,7 +97,7 @@ def forget_job(spec: BenchmarkSpec, job: Job, archive: Optional[Path] = None) ->
                 removed.append(folder)
         timings = root / TIMINGS
         if timings.is_file():
-            kept = {k: v for k, v in json.loads(timings.read_text()).items() if not k.endswith(f" {job.label}")}
+            kept = {k: v for k, v in json.loads(timings.read_text()).items() if not _is_timing_of(job, k)}
             timings.write_text(json.dumps(kept, indent=1))
     return removed
 
@@ -167,9 +167,14 @@ def _merge_timings(job: Job, source: Path, target: Path) -> None:
     if not source.is_file():
         return
     merged = json.loads(target.read_text()) if target.is_file() else {}
-    merged.update({k: v for k, v in json.loads(source.read_text()).items() if k.endswith(f" {job.label}")})
+    merged.update({k: v for k, v in json.loads(source.read_text()).items() if _is_timing_of(job, k)})
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(json.dumps(merged, indent=1))
+
+
+def _is_timing_of(job: Job, stage: str) -> bool:
+    """Whether a timings.json key (``train <label>``, ``predict <condition> <label>``, ...) is one of ``job``'s."""
+    return stage.endswith(f" {job.label}")
 
 
 def _provenance() -> dict:
