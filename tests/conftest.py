@@ -9,12 +9,15 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 import pytest
 
 from cli_helpers import HIPPOCAMPUS, benchmark_in_process, make_hippocampus_subset, nnunet_env, run
+from nnunetv2_imnet.benchmark.training_log import TrainingStatus, read_status
+from nnunetv2_imnet.naming import latest_training_log
 
-#: seeds the moment of the resumability fixture's SIGKILL, so that a failure can be reproduced
+#: seeds the moment of the resumability fixture's SIGKILL (a share of an epoch), so that a failure can be reproduced
 KILL_DELAY_SEED = 0
 #: tests that use these fixtures run nnU-Net's commands, trainings or torch.compile, and the tests of these modules
 #: DDP, a SLURM cluster or pip: they are marked ``slow`` (``make test-fast`` runs the rest)
@@ -47,11 +50,26 @@ def hippocampus_2d(hippocampus_raw, tmp_path_factory) -> Path:
     return root
 
 
-def _first_checkpoint_of(fold: Path, timeout: float) -> None:
+def _training_status(fold: Path) -> Optional[TrainingStatus]:
+    log = latest_training_log(fold)
+    return read_status(log.read_text()) if log is not None else None
+
+
+def _second_epoch_started(fold: Path, timeout: float) -> None:
+    """Waits for nnU-Net's "Epoch 1" line: epoch 0's checkpoint is written and the last epoch has begun."""
     deadline = time.monotonic() + timeout
-    while not any((fold / name).is_file() for name in ("checkpoint_latest.pth", "checkpoint_best.pth")):
-        assert time.monotonic() < deadline, f"no checkpoint appeared in {fold} within {timeout} s"
-        time.sleep(0.5)
+    while (status := _training_status(fold)) is None or status.epoch is None or status.epoch < 1:
+        assert time.monotonic() < deadline, f"the second epoch did not start in {fold} within {timeout} s"
+        time.sleep(0.05)
+
+
+def _kill_delay(baseline_fold: Path) -> float:
+    """A seeded moment within the first half of the baseline's last epoch on this machine. The IMNet epoch does the
+    same steps plus the MI term, so the kill lands inside IMNet's last epoch however fast the machine is (a fixed
+    number of seconds came too late on a fast machine)."""
+    status = _training_status(baseline_fold)
+    assert status is not None and status.epoch_seconds, f"no finished epoch in the baseline's log in {baseline_fold}"
+    return random.Random(KILL_DELAY_SEED).uniform(0.0, 0.5) * status.epoch_seconds[-1]
 
 
 @pytest.fixture(scope="session")
@@ -64,19 +82,19 @@ def smoke_benchmark(hippocampus_raw, tmp_path_factory) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("nnUNet_")}
     env["nnUNet_def_n_proc"] = "2"
     results = work / "nnUNet_results" / "Dataset004_Hippocampus"
+    baseline_fold = results / "nnUNetTrainer_smoke__nnUNetPlans__3d_fullres" / "fold_0"
     imnet_fold = results / "nnUNetTrainerIMNet_smoke__nnUNetPlans__3d_fullres" / "fold_0"
-    delay = random.Random(KILL_DELAY_SEED).uniform(0.0, 3.0)
     with open(work / "first_run.log", "w") as log:
         first = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
-            _first_checkpoint_of(imnet_fold, timeout=900)
-            time.sleep(delay)  # a random moment of the IMNet training (steps, validation or a checkpoint write)
+            _second_epoch_started(imnet_fold, timeout=900)
+            delay = _kill_delay(baseline_fold)
+            time.sleep(delay)  # a seeded moment of IMNet's last epoch (its training steps or its validation)
         finally:
             first.send_signal(signal.SIGKILL)
             first.wait()
     time.sleep(1)  # the training child dies with its parent (PR_SET_PDEATHSIG)
-    baseline_checkpoint = results / "nnUNetTrainer_smoke__nnUNetPlans__3d_fullres" / "fold_0" / "checkpoint_final.pth"
-    killed = {"delay_s": delay, "baseline_mtime": baseline_checkpoint.stat().st_mtime,
+    killed = {"delay_s": delay, "baseline_mtime": (baseline_fold / "checkpoint_final.pth").stat().st_mtime,
               "imnet_final_existed": (imnet_fold / "checkpoint_final.pth").is_file()}
     second = run(command, env, timeout=1500)
     return {"work": work, "second_stdout": second.stdout, "killed": killed, "command": command, "env": env}
