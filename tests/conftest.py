@@ -9,13 +9,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Optional
 
 import pytest
 
 from cli_helpers import HIPPOCAMPUS, benchmark_in_process, make_hippocampus_subset, nnunet_env, run
-from nnunetv2_imnet.benchmark.training_log import TrainingStatus, read_status
-from nnunetv2_imnet.naming import latest_training_log
+from nnunetv2_imnet.benchmark.training_log import fold_status
 
 #: seeds the moment of the resumability fixture's SIGKILL (a share of an epoch), so that a failure can be reproduced
 KILL_DELAY_SEED = 0
@@ -50,15 +48,10 @@ def hippocampus_2d(hippocampus_raw, tmp_path_factory) -> Path:
     return root
 
 
-def _training_status(fold: Path) -> Optional[TrainingStatus]:
-    log = latest_training_log(fold)
-    return read_status(log.read_text()) if log is not None else None
-
-
 def _second_epoch_started(fold: Path, timeout: float) -> None:
     """Waits for nnU-Net's "Epoch 1" line: epoch 0's checkpoint is written and the last epoch has begun."""
     deadline = time.monotonic() + timeout
-    while (status := _training_status(fold)) is None or status.epoch is None or status.epoch < 1:
+    while (epoch := fold_status(fold).epoch) is None or epoch < 1:
         assert time.monotonic() < deadline, f"the second epoch did not start in {fold} within {timeout} s"
         time.sleep(0.05)
 
@@ -67,9 +60,9 @@ def _kill_delay(baseline_fold: Path) -> float:
     """A seeded moment within the first half of the baseline's last epoch on this machine. The IMNet epoch does the
     same steps plus the MI term, so the kill lands inside IMNet's last epoch however fast the machine is (a fixed
     number of seconds came too late on a fast machine)."""
-    status = _training_status(baseline_fold)
-    assert status is not None and status.epoch_seconds, f"no finished epoch in the baseline's log in {baseline_fold}"
-    return random.Random(KILL_DELAY_SEED).uniform(0.0, 0.5) * status.epoch_seconds[-1]
+    epoch_seconds = fold_status(baseline_fold).epoch_seconds
+    assert epoch_seconds, f"no finished epoch in the baseline's log in {baseline_fold}"
+    return random.Random(KILL_DELAY_SEED).uniform(0.0, 0.5) * epoch_seconds[-1]
 
 
 @pytest.fixture(scope="session")

@@ -90,7 +90,7 @@ def forget_job(spec: BenchmarkSpec, job: Job, archive: Optional[Path] = None) ->
     folders = [spec.fold_dir(job)] + [summary.parent.parent for name, summary in spec.summary_files(job)
                                       if name != VALIDATION]
     removed = []
-    for root in [spec.work_path] + ([archive] if archive is not None else []):
+    for root in _roots(spec, archive):
         for folder in (root / path.relative_to(spec.work_path) for path in folders):
             if folder.is_dir():
                 shutil.rmtree(folder)
@@ -100,6 +100,12 @@ def forget_job(spec: BenchmarkSpec, job: Job, archive: Optional[Path] = None) ->
             kept = {k: v for k, v in json.loads(timings.read_text()).items() if not _is_timing_of(job, k)}
             timings.write_text(json.dumps(kept, indent=1))
     return removed
+
+
+def finished_pseudo_labels(spec: BenchmarkSpec, student: Job, archive: Optional[Path] = None) -> List[Path]:
+    """The folders, in the work folder and in ``archive``, that hold ``student``'s finished pseudo-labels."""
+    folders = [root / spec.pseudo_label_dir(student).relative_to(spec.work_path) for root in _roots(spec, archive)]
+    return [folder for folder in folders if (folder / PREDICTED_MARKER).is_file()]
 
 
 def archive_pseudo_labels(spec: BenchmarkSpec, student: Job, archive: Path) -> None:
@@ -170,6 +176,11 @@ def _merge_timings(job: Job, source: Path, target: Path) -> None:
     merged.update({k: v for k, v in json.loads(source.read_text()).items() if _is_timing_of(job, k)})
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(json.dumps(merged, indent=1))
+
+
+def _roots(spec: BenchmarkSpec, archive: Optional[Path]) -> List[Path]:
+    """The work folder, and the archive if there is one: both have the work folder's layout."""
+    return [spec.work_path] + ([archive] if archive is not None else [])
 
 
 def _is_timing_of(job: Job, stage: str) -> bool:

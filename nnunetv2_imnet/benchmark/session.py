@@ -10,11 +10,10 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from nnunetv2_imnet.benchmark.archive import archive_job, forget_job, restore_job
+from nnunetv2_imnet.benchmark.archive import archive_job, finished_pseudo_labels, forget_job, restore_job
 from nnunetv2_imnet.benchmark.collect import collect, read_timings
 from nnunetv2_imnet.benchmark.report import write_report
 from nnunetv2_imnet.benchmark.runner import BenchmarkRunner
-from nnunetv2_imnet.benchmark.self_training import PREDICTED_MARKER
 from nnunetv2_imnet.benchmark.spec import BenchmarkSpec
 from nnunetv2_imnet.naming import training_done
 from nnunetv2_imnet.provenance import versions
@@ -61,13 +60,11 @@ def run_job(spec_file: Path, index: int, retrain: bool = False) -> None:
         archive = Path(spec.archive) if spec.archive is not None else None
         for folder in forget_job(spec, job, archive):
             print(f"# set aside: removed {folder}", flush=True)
-        roots = [spec.work_path] + ([archive] if archive is not None else [])
         for student in (j for j in jobs if j.is_student and spec.teacher(j) == job):
-            folders = [root / spec.pseudo_label_dir(student).relative_to(spec.work_path) for root in roots]
-            taught = [str(folder) for folder in folders if (folder / PREDICTED_MARKER).is_file()]
+            taught = finished_pseudo_labels(spec, student, archive)
             if taught:
                 print(f"# note: {student.label} learns from the pseudo-labels of the run set aside "
-                      f"({', '.join(taught)}); to pair it with the new run, delete them and retrain it "
+                      f"({', '.join(map(str, taught))}); to pair it with the new run, delete them and retrain it "
                       f"(--index {jobs.index(student)} --retrain)", flush=True)
     runner = BenchmarkRunner(spec)
     runner.prepare_raw()

@@ -66,11 +66,15 @@ def describe(status: TrainingStatus, num_epochs: int) -> str:
     return ", ".join(parts)
 
 
+def fold_status(fold: Path) -> TrainingStatus:
+    """``read_status`` of the newest training log of a fold folder (an empty status before nnU-Net wrote one)."""
+    log = latest_training_log(fold)
+    return read_status(log.read_text(errors="replace") if log is not None else "")
+
+
 def fold_progress(fold: Path, num_epochs: int) -> str:
     """``describe`` for the newest training log of a fold folder."""
-    log = latest_training_log(fold)
-    text = log.read_text(errors="replace") if log is not None else ""
-    return describe(read_status(text), num_epochs)
+    return describe(fold_status(fold), num_epochs)
 
 
 def _minutes(seconds: float) -> str:
